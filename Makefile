@@ -1,0 +1,106 @@
+# tweakops — push model code, train it, tweak it until it meets the target, publish, notify.
+#
+#   make pipeline   the whole loop on the embedded default (no configuration needed)
+#   make test       the test suite
+#   make help       every target
+#
+# Configuration: .env (see .env.example) < environment < make VAR=value.
+
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+# Every variable reaches the scripts (make VAR=value overrides the environment).
+.EXPORT_ALL_VARIABLES:
+
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+PY := $(PYTHON) -u
+SYSTEM_PYTHON ?= python3
+PIP_QUIET ?= -q
+PYTEST_ARGS ?=
+# Configuration keys (TARGET_ACCURACY, DATA_DIR, ...) are never given defaults here:
+# scripts/state.py holds them, so that .env is not shadowed by an exported default.
+
+##@ Set-up
+
+## Create .venv and install the pinned requirements (re-run when requirements change)
+.PHONY: setup
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(PYTHON) || $(SYSTEM_PYTHON) -m venv $(VENV)
+	@echo "==> installing requirements into $(VENV) (first time: ~2 min)" >&2
+	@$(PYTHON) -m pip install $(PIP_QUIET) --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+	@$(PYTHON) -c "import tensorflow, sklearn, libcst, requests" 2>/dev/null || { echo "error: the requirements did not install; run make setup PIP_QUIET= to see why" >&2; exit 2; }
+	@touch $@
+
+## Generate the example dataset (scikit-learn's digits as PNGs in DATA_DIR)
+.PHONY: data
+data: setup
+	@$(PY) scripts/make_data.py
+
+## Create the local bare repository (MODEL_REPO) holding the bundled example (EXAMPLE=cnn|rnn|sklearn)
+.PHONY: remote
+remote: setup
+	@$(PY) scripts/make_remote.py
+
+##@ Pipeline stages (each reads what the previous one left in STATE_DIR)
+
+## Job 1: clone or fast-forward MODEL_REPO at MODEL_BRANCH into CHECKOUT_DIR
+.PHONY: fetch
+fetch: setup
+	@$(PY) scripts/fetch.py
+
+## Job 2: tell a Keras CNN / RNN / MLP and a scikit-learn script apart
+.PHONY: detect
+detect: setup
+	@$(PY) scripts/detect_type.py
+
+## Jobs 2-3: train the checked-out model with the runner (RUNNER=local|docker|auto)
+.PHONY: train
+train: setup
+	@$(PY) scripts/train.py
+
+## Job 3: read the accuracy (exit 0 = target met, 3 = below target)
+.PHONY: accuracy
+accuracy: setup
+	@$(PY) scripts/parse_accuracy.py
+
+## The whole loop on the embedded default (or on .env): fetch, detect, train, accuracy
+.PHONY: pipeline
+pipeline: setup data remote
+	@$(PY) scripts/pipeline.py
+
+##@ Tweak, publish, notify (issue: Jobs 4-5)
+
+##@ Watchdog (issue: Job 6)
+
+##@ Report and logs (issue: report)
+
+##@ Containers (issue: Containers)
+
+##@ Jenkins (issue: Jenkins as code)
+
+##@ Quality
+
+## Run the test suite (sets itself up; slow end-to-end tests included)
+.PHONY: test
+test: setup
+	@$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+## Run the fast tests only (skips the ones marked slow)
+.PHONY: test-fast
+test-fast: setup
+	@$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## Remove state, checkout, generated data and the local remote (keeps .venv and .env)
+.PHONY: clean
+clean:
+	rm -rf state checkout remote data build
+
+## List the targets
+.PHONY: help
+help:
+	@awk 'BEGIN {FS = ":.*"} \
+	  /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5); next} \
+	  /^## / {desc = substr($$0, 4); next} \
+	  /^[a-zA-Z0-9_-]+:/ && desc {printf "  \033[36m%-16s\033[0m %s\n", $$1, desc; desc = ""}' $(MAKEFILE_LIST)

@@ -1,0 +1,421 @@
+"""The one shared helper: configuration, exit codes, errors and the state files.
+
+Every script in scripts/ imports this module; none re-implements what it does.
+
+  config()            typed configuration: DEFAULTS < .env < environment
+  read_env/write_env  KEY=value files (dotenv syntax, never executed), atomic
+  update_run(**kv)    merge keys into STATE_DIR/run.env under the lock
+  counter()/bump()    STATE_DIR/tweak_count
+  append_history()    one JSON line per attempt in STATE_DIR/history.jsonl
+  main(fn)            run a script's main, turning TweakopsError into one line
+
+The override order is the one the Makefile gives: defaults, then `.env` (copied from
+`.env.example`), then the environment, then `make VAR=value` (make exports it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import os
+import re
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# ---------------------------------------------------------------------------
+# Exit codes (Jenkins reads them; docs/architecture.md)
+EXIT_OK = 0
+EXIT_FAILURE = 1          # unexpected: a bug, or a failure the watchdog may retry
+EXIT_BAD_INPUT = 2        # bad input or configuration: one clear line
+EXIT_BELOW_TARGET = 3     # accuracy below TARGET_ACCURACY (Jenkins: UNSTABLE)
+EXIT_TRAINING_FAILED = 4  # the user's script failed
+EXIT_RUNNER_FAILED = 5    # engine down, image missing, OOM-killed, cannot start
+EXIT_PUBLISH_FAILED = 6   # commit or push failed
+EXIT_NOTIFY_FAILED = 7    # SMTP or webhook failed
+
+# ---------------------------------------------------------------------------
+# Configuration: one block of defaults, grouped by topic. Type is the default's type
+# (str, int, float, bool); "" means "not set".
+DEFAULTS: dict[str, object] = {
+    # the model
+    "MODEL_REPO": "remote/model.git",   # URL or path of the model's git repository
+    "MODEL_BRANCH": "main",             # branch to fetch
+    "MODEL_FILE": "",                   # entry script in the repo; "" = find it
+    "EXAMPLE": "cnn",                   # bundled example that seeds the local remote: cnn, rnn, sklearn
+    "CHECKOUT_DIR": "checkout",         # where the model repository is checked out
+    # data and state
+    "DATA_DIR": "data/digits",          # dataset directory, mounted read-only in containers
+    "STATE_DIR": "state",               # run.env, counter, history, logs, checkpoints
+    # training
+    "RUNNER": "local",                  # local, docker, auto
+    "SEED": 42,                         # fixed seed: the same source gives comparable accuracy
+    "IMAGE_KERAS": "tweakops/keras:latest",      # image for cnn, rnn, mlp
+    "IMAGE_SKLEARN": "tweakops/sklearn:latest",  # image for sklearn
+    "TRAIN_MEMORY": "4g",               # docker --memory
+    "TRAIN_CPUS": "2",                  # docker --cpus
+    "GPUS": "",                         # docker --gpus value ("all") on GPU agents
+    "TF_CPP_MIN_LOG_LEVEL": "2",        # quiet TensorFlow's C++ log (never the script's output)
+    # the tweak loop
+    "TARGET_ACCURACY": 0.80,            # 0 < target <= 1
+    "MAX_TWEAKS": 10,                   # tweaks tried before giving up
+    "MAX_MINUTES": 60,                  # wall-clock cap of the loop
+    # watchdog
+    "HEARTBEAT_TIMEOUT": 300,           # seconds without a heartbeat before a run counts as hung
+    "MAX_RESTARTS": 3,                  # restarts of one attempt before it is marked failed
+    # publish
+    "PUBLISH_BRANCH": "",               # "" = MODEL_BRANCH
+    "GIT_AUTHOR_NAME": "tweakops",
+    "GIT_AUTHOR_EMAIL": "tweakops@localhost",
+    # notify
+    "SMTP_HOST": "",                    # "" = write the message to STATE_DIR/notifications/
+    "SMTP_PORT": 25,
+    "SMTP_USER": "",
+    "SMTP_PASSWORD": "",
+    "SMTP_STARTTLS": False,
+    "SMTP_SSL": False,
+    "MAIL_FROM": "tweakops@localhost",
+    "MAIL_TO": "",                      # comma-separated
+    "NOTIFY_WEBHOOK_URL": "",           # Slack-compatible webhook
+    # jenkins and registry
+    "JENKINS_URL": "",
+    "JENKINS_USER": "",
+    "JENKINS_TOKEN": "",
+    "JENKINS_LABEL": "",
+    "DOCKER_REGISTRY": "",
+    # output
+    "DEBUG": False,                     # print tracebacks
+}
+
+class TweakopsError(Exception):
+    """An error a user can act on: printed as one line, exits with `code`."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------------------
+# dotenv files
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _quote(value: str) -> str:
+    if value == "" or re.fullmatch(r"[A-Za-z0-9_./:@%+,=-]+", value):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("$", "\\$").replace("`", "\\`")
+    return f'"{escaped}"'
+
+
+def _unquote(raw: str, where: str) -> str:
+    raw = raw.strip()
+    if raw.startswith('"'):
+        if len(raw) < 2 or not raw.endswith('"'):
+            raise TweakopsError(f"{where}: unterminated quoted value; write KEY=\"value\"")
+        out, i, body = [], 0, raw[1:-1]
+        while i < len(body):
+            c = body[i]
+            if c == "\\" and i + 1 < len(body):
+                nxt = body[i + 1]
+                out.append("\n" if nxt == "n" else nxt)
+                i += 2
+            else:
+                out.append(c)
+                i += 1
+        return "".join(out)
+    if raw.startswith("'"):
+        if len(raw) < 2 or not raw.endswith("'"):
+            raise TweakopsError(f"{where}: unterminated quoted value; write KEY='value'")
+        return raw[1:-1]
+    # unquoted: an inline comment starts at " #"
+    return re.split(r"\s+#", raw, maxsplit=1)[0].strip()
+
+
+def read_env(path: str | os.PathLike) -> dict[str, str]:
+    """Parse a dotenv file; a missing file is an empty dict."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    values: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, raw = line.partition("=")
+        key = key.strip()
+        if not sep or not _KEY_RE.match(key):
+            raise TweakopsError(f"{path}:{n}: expected KEY=value, got {line[:60]!r}")
+        values[key] = _unquote(raw, f"{path}:{n}")
+    return values
+
+
+def format_env(values: dict[str, object]) -> str:
+    lines = []
+    for key, value in values.items():
+        if not _KEY_RE.match(key):
+            raise ValueError(f"bad key {key!r}")
+        lines.append(f"{key}={_quote(_str(value))}")
+    return "\n".join(lines) + "\n"
+
+
+def _str(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def atomic_write(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write to a temp file beside `path`, fsync, rename: never a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_env(path: str | os.PathLike, values: dict[str, object]) -> None:
+    atomic_write(path, format_env(values))
+
+
+# ---------------------------------------------------------------------------
+# configuration
+
+def _coerce(key: str, raw: str, default: object) -> object:
+    raw = raw.strip()
+    if isinstance(default, bool):
+        low = raw.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise TweakopsError(f"{key}={raw!r} is not a boolean; use 1 or 0")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise TweakopsError(f"{key}={raw!r} is not a whole number; e.g. {key}={default}") from None
+    if isinstance(default, float):
+        try:
+            return float(raw.rstrip("%")) / (100 if raw.endswith("%") else 1)
+        except ValueError:
+            raise TweakopsError(f"{key}={raw!r} is not a number; e.g. {key}={default}") from None
+    return raw
+
+
+def config(env_file: str | os.PathLike | None = None, environ: dict | None = None) -> dict:
+    """Typed configuration: DEFAULTS < .env < environment."""
+    environ = os.environ if environ is None else environ
+    env_file = Path(env_file or environ.get("TWEAKOPS_ENV_FILE") or ROOT / ".env")
+    from_file = read_env(env_file)
+    for key in from_file:
+        if key not in DEFAULTS:
+            raise TweakopsError(f"{env_file}: unknown key {key}; see .env.example for the keys")
+    cfg: dict[str, object] = {}
+    for key, default in DEFAULTS.items():
+        raw = environ.get(key)
+        if raw is None:
+            raw = from_file.get(key)
+        cfg[key] = default if raw is None else _coerce(key, raw, default)
+    target = cfg["TARGET_ACCURACY"]
+    if not 0 < target <= 1:
+        raise TweakopsError(f"TARGET_ACCURACY={target} is out of range; use a fraction in (0, 1], e.g. 0.80")
+    for key in ("MAX_TWEAKS", "MAX_MINUTES", "HEARTBEAT_TIMEOUT", "MAX_RESTARTS"):
+        if cfg[key] < 0:
+            raise TweakopsError(f"{key}={cfg[key]} must not be negative")
+    if cfg["RUNNER"] not in ("local", "docker", "auto"):
+        raise TweakopsError(f"RUNNER={cfg['RUNNER']!r} is unknown; use local, docker or auto")
+    for key in ("STATE_DIR", "DATA_DIR", "CHECKOUT_DIR"):
+        cfg[key] = str(_abspath(cfg[key]))
+    if cfg["MODEL_REPO"] and "://" not in cfg["MODEL_REPO"] and not re.match(r"^[\w.-]+@[\w.-]+:", cfg["MODEL_REPO"]):
+        cfg["MODEL_REPO"] = str(_abspath(cfg["MODEL_REPO"]))
+    return cfg
+
+
+def _abspath(p: str) -> Path:
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else ROOT / path
+
+
+# ---------------------------------------------------------------------------
+# STATE_DIR
+
+def state_dir(cfg: dict) -> Path:
+    path = Path(cfg["STATE_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def locked(cfg: dict, name: str = "lock", blocking: bool = True):
+    """Hold an fcntl lock on STATE_DIR/<name>. Yields True, or False when non-blocking and busy."""
+    path = state_dir(cfg) / name
+    with open(path, "a+") as f:
+        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(f, flags)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_env_path(cfg: dict) -> Path:
+    return state_dir(cfg) / "run.env"
+
+
+def read_run(cfg: dict) -> dict[str, str]:
+    return read_env(run_env_path(cfg))
+
+
+def update_run(cfg: dict, **values: object) -> dict[str, str]:
+    """Merge keys into run.env atomically under the lock; a value of None removes the key."""
+    with locked(cfg):
+        current = read_run(cfg)
+        for key, value in values.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = _str(value)
+        write_env(run_env_path(cfg), current)
+        return current
+
+
+def reset_run(cfg: dict, **values: object) -> None:
+    """Start a new run.env with only `values`."""
+    with locked(cfg):
+        write_env(run_env_path(cfg), {k: _str(v) for k, v in values.items() if v is not None})
+
+
+def counter(cfg: dict) -> int:
+    try:
+        return int((state_dir(cfg) / "tweak_count").read_text().strip() or 0)
+    except FileNotFoundError:
+        return 0
+    except ValueError:
+        raise TweakopsError(f"{state_dir(cfg) / 'tweak_count'} is not a number; fix or delete it") from None
+
+
+def bump_counter(cfg: dict) -> int:
+    with locked(cfg):
+        value = counter(cfg) + 1
+        atomic_write(state_dir(cfg) / "tweak_count", f"{value}\n")
+        return value
+
+
+def history_path(cfg: dict) -> Path:
+    return state_dir(cfg) / "history.jsonl"
+
+
+def read_history(cfg: dict) -> list[dict]:
+    records = []
+    try:
+        lines = history_path(cfg).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            # a line torn by a crash mid-append: skip it, keep the others
+            continue
+    return records
+
+
+def append_history(cfg: dict, record: dict) -> None:
+    """Append one attempt; rewrites the file atomically so a crash never tears it."""
+    with locked(cfg):
+        path = history_path(cfg)
+        old = path.read_bytes() if path.exists() else b""
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        atomic_write(path, old + (json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+def update_history(cfg: dict, attempt: int, **fields: object) -> None:
+    """Set fields on the record of `attempt` (the last one with that number)."""
+    with locked(cfg):
+        records = read_history(cfg)
+        for record in reversed(records):
+            if record.get("attempt") == attempt:
+                record.update(fields)
+                break
+        else:
+            raise TweakopsError(f"history has no attempt {attempt}", EXIT_FAILURE)
+        atomic_write(history_path(cfg), "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------
+# output: results on stdout, progress on stderr
+
+def _color(code: str, text: str, stream) -> str:
+    if os.environ.get("NO_COLOR") or not getattr(stream, "isatty", lambda: False)():
+        return text
+    return f"\033[{code}m{text}\033[0m"
+
+
+def banner(stage: str, detail: str = "") -> None:
+    line = f"==> {stage}" + (f": {detail}" if detail else "")
+    print(_color("1;36", line, sys.stderr), file=sys.stderr, flush=True)
+
+
+def info(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    print(_color("33", f"warning: {message}", sys.stderr), file=sys.stderr, flush=True)
+
+
+def table(rows: list[list[object]], headers: list[str]) -> str:
+    cells = [[_str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*row) for row in cells]
+    return "\n".join(line.rstrip() for line in out)
+
+
+def main(fn, argv=None) -> None:
+    """Run fn(argv) -> int and exit; a TweakopsError becomes one `error: …` line."""
+    try:
+        code = fn(argv)
+    except TweakopsError as exc:
+        if os.environ.get("DEBUG") in ("1", "true"):
+            traceback.print_exc()
+        print(_color("31", f"error: {exc}", sys.stderr), file=sys.stderr, flush=True)
+        code = exc.code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code or 0)
