@@ -129,8 +129,31 @@ def _reference_curve() -> list:
 # ---------------------------------------------------------------------------
 # Keras
 
+def quiet_import_keras():
+    """Import Keras with TensorFlow's import-time C++ chatter (absl, oneDNN notes) muted.
+
+    TF_CPP_MIN_LOG_LEVEL cannot reach the lines TensorFlow writes to fd 2 before its
+    logging starts, so fd 2 points at /dev/null for the import only: the user's script
+    has not run yet, and a Python error of the import itself is still raised and shown.
+    """
+    if ENV.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
+        import keras
+        return keras
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return keras
+
+
 def patch_keras() -> None:
-    import keras
+    keras = quiet_import_keras()
 
     keras.utils.set_random_seed(SEED)
     reference = _reference_curve()
