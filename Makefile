@@ -72,6 +72,11 @@ pipeline: setup data remote
 
 ##@ Tweak, publish, notify (issue: Jobs 4-5)
 
+## Job 4: rewrite the best source with the next tweak rule (exit 8 = no tweak left)
+.PHONY: tweak
+tweak: setup
+	@$(PY) scripts/tweak.py
+
 ##@ Watchdog (issue: Job 6)
 
 ##@ Report and logs (issue: report)

@@ -1,0 +1,591 @@
+"""tweak.py: each rule on each style of script, the chooser, and `make tweak` end to end.
+
+Every rewrite is checked three ways: the new source parses, the diff holds exactly the
+expected lines (everything else byte-identical, comments included), and the intended
+value changed as read back with `ast`. No training here; building the tweaked example
+models (Keras, no fit) is the one slower test.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import difflib
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import tokenize
+from pathlib import Path
+
+import pytest
+
+import state
+import tweak
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "tweak"
+EXAMPLES = ROOT / "models"
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / f"{name}.py").read_text()
+
+
+def model_type(name: str) -> str:
+    return name.split("_")[0]
+
+
+# (fixture, rule) -> (lines removed, lines added), exactly as in the unified diff.
+# Pairs of a fixture and a rule of its type that are not listed must not apply.
+EXPECTED = {
+    ('cnn_add', 'epochs'): (['history = model.fit(x_train, y_train, epochs=5, validation_data=(x_val, y_val))'],
+        ['history = model.fit(x_train, y_train, epochs=7, validation_data=(x_val, y_val))']),
+    ('cnn_add', 'filters'): (['model.add(tf.keras.layers.Conv2D(filters=16, kernel_size=3, activation="relu", input_shape=(28, 28, 1), name="conv1"))'],
+        ['model.add(tf.keras.layers.Conv2D(filters=32, kernel_size=3, activation="relu", input_shape=(28, 28, 1), name="conv1"))']),
+    ('cnn_add', 'kernel'): (['model.add(tf.keras.layers.Conv2D(filters=16, kernel_size=3, activation="relu", input_shape=(28, 28, 1), name="conv1"))'],
+        ['model.add(tf.keras.layers.Conv2D(filters=16, kernel_size=5, activation="relu", input_shape=(28, 28, 1), name="conv1"))']),
+    ('cnn_add', 'conv_block'): ([],
+        ['model.add(tf.keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="tweak_conv_3"))', 'model.add(tf.keras.layers.MaxPooling2D(pool_size=2, padding="same", name="tweak_pool_3"))']),
+    ('cnn_add', 'dense_layer'): ([],
+        ['model.add(tf.keras.layers.Dense(32, activation="relu", name="tweak_dense_3"))']),
+    ('cnn_add', 'dense_units'): (['model.add(tf.keras.layers.Dense(32, activation="relu", name="hidden"))'],
+        ['model.add(tf.keras.layers.Dense(64, activation="relu", name="hidden"))']),
+    ('cnn_add', 'dropout'): ([],
+        ['model.add(tf.keras.layers.Dropout(0.3, name="tweak_dropout_3"))']),
+    ('cnn_add', 'batchnorm'): ([],
+        ['model.add(tf.keras.layers.BatchNormalization(name="tweak_bn_3"))']),
+    ('cnn_add', 'optimizer'): (['optimizer = tf.keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)'],
+        ['optimizer = tf.keras.optimizers.Adam(learning_rate=0.001)']),
+    ('cnn_add', 'learning_rate'): (['optimizer = tf.keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)'],
+        ['optimizer = tf.keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)']),
+    ('cnn_bare', 'epochs'): (['model.fit(x_train, y_train)'],
+        ['model.fit(x_train, y_train, epochs=3)']),
+    ('cnn_bare', 'filters'): (["    Convolution2D(8, (3, 3), activation='relu', input_shape=(28, 28, 1)),"],
+        ["    Convolution2D(16, (3, 3), activation='relu', input_shape=(28, 28, 1)),"]),
+    ('cnn_bare', 'kernel'): (["    Convolution2D(8, (3, 3), activation='relu', input_shape=(28, 28, 1)),"],
+        ["    Convolution2D(8, (5, 5), activation='relu', input_shape=(28, 28, 1)),"]),
+    ('cnn_bare', 'conv_block'): ([],
+        ["    Convolution2D(16, (3, 3), padding='same', activation='relu'),", "    MaxPooling2D(pool_size=(2, 2), padding='same'),"]),
+    ('cnn_bare', 'dense_layer'): ([],
+        ["    Dense(64, activation='relu'),"]),
+    ('cnn_bare', 'dropout'): ([],
+        ['    Dropout,', '    Dropout(0.3),']),
+    ('cnn_bare', 'batchnorm'): ([],
+        ['    BatchNormalization,', '    BatchNormalization(),']),
+    ('cnn_bare', 'optimizer'): (["model.compile(optimizer='rmsprop', loss='sparse_categorical_crossentropy', metrics=['accuracy'])"],
+        ["model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])"]),
+    ('cnn_functional', 'epochs'): (['EPOCHS = 2'],
+        ['EPOCHS = 4']),
+    ('cnn_functional', 'filters'): (['FILTERS = 16   # filters of every conv layer'],
+        ['FILTERS = 32   # filters of every conv layer']),
+    ('cnn_functional', 'kernel'): (['KERNEL = 3'],
+        ['KERNEL = 5']),
+    ('cnn_functional', 'conv_block'): ([],
+        ['    x = layers.Conv2D(32, KERNEL, padding="same", activation="relu")(x)', '    x = layers.MaxPooling2D(padding="same")(x)']),
+    ('cnn_functional', 'dense_layer'): ([],
+        ['    x = layers.Dense(64, activation="relu")(x)']),
+    ('cnn_functional', 'dropout'): ([],
+        ['    x = layers.Dropout(0.3)(x)']),
+    ('cnn_functional', 'batchnorm'): ([],
+        ['    x = layers.BatchNormalization()(x)', '    x = layers.BatchNormalization()(x)']),
+    ('cnn_functional', 'learning_rate'): (['LEARNING_RATE = 0.05'],
+        ['LEARNING_RATE = 0.001']),
+    ('cnn_sequential', 'epochs'): (['epochs = 2'],
+        ['epochs = 4']),
+    ('cnn_sequential', 'filters'): (['        layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),  # first block', '        layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),'],
+        ['        layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),  # first block', '        layers.Conv2D(128, kernel_size=(3, 3), activation="relu"),']),
+    ('cnn_sequential', 'kernel'): (['        layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),  # first block', '        layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),'],
+        ['        layers.Conv2D(32, kernel_size=(5, 5), activation="relu"),  # first block', '        layers.Conv2D(64, kernel_size=(5, 5), activation="relu"),']),
+    ('cnn_sequential', 'conv_block'): ([],
+        ['        layers.Conv2D(128, (3, 3), padding="same", activation="relu"),', '        layers.MaxPooling2D(pool_size=(2, 2), padding="same"),']),
+    ('cnn_sequential', 'dense_layer'): ([],
+        ['        layers.Dense(64, activation="relu"),']),
+    ('cnn_sequential', 'dropout'): ([],
+        ['        layers.Dropout(0.3),']),
+    ('cnn_sequential', 'batchnorm'): ([],
+        ['        layers.BatchNormalization(),', '        layers.BatchNormalization(),']),
+    ('cnn_sequential', 'optimizer'): (['model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])'],
+        ['model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])']),
+    ('mlp', 'epochs'): (['EPOCHS = 5'],
+        ['EPOCHS = 7']),
+    ('mlp', 'dense_layer'): ([],
+        ['        layers.Dense(128, activation="relu"),']),
+    ('mlp', 'dense_units'): (['        layers.Dense(128, activation="relu"),  # hidden'],
+        ['        layers.Dense(256, activation="relu"),  # hidden']),
+    ('mlp', 'dropout'): ([],
+        ['        layers.Dropout(0.3),']),
+    ('rnn_gru_functional', 'epochs'): (['model.fit(train_ds, epochs=4, validation_data=val_ds)'],
+        ['model.fit(train_ds, epochs=6, validation_data=val_ds)']),
+    ('rnn_gru_functional', 'units'): (['x = layers.GRU(units=24, name="gru")(inputs)'],
+        ['x = layers.GRU(units=48, name="gru")(inputs)']),
+    ('rnn_gru_functional', 'stack_rnn'): (['x = layers.GRU(units=24, name="gru")(inputs)'],
+        ['x = layers.GRU(units=24, name="gru", return_sequences=True)(inputs)', 'x = layers.GRU(units=24, name="tweak_gru_3")(x)']),
+    ('rnn_gru_functional', 'bidirectional'): (['x = layers.GRU(units=24, name="gru")(inputs)'],
+        ['x = layers.Bidirectional(layers.GRU(units=24, name="gru"))(inputs)']),
+    ('rnn_lstm', 'epochs'): (['model.fit(x_train, y_train, epochs=3, validation_split=0.2)  # quick run'],
+        ['model.fit(x_train, y_train, epochs=5, validation_split=0.2)  # quick run']),
+    ('rnn_lstm', 'units'): (['UNITS = 32  # width of the recurrent layer'],
+        ['UNITS = 64  # width of the recurrent layer']),
+    ('rnn_lstm', 'stack_rnn'): (['    keras.layers.LSTM(UNITS, input_shape=(28, 28)),'],
+        ['    keras.layers.LSTM(UNITS, input_shape=(28, 28), return_sequences=True),', '    keras.layers.LSTM(UNITS),']),
+    ('rnn_lstm', 'bidirectional'): (['    keras.layers.LSTM(UNITS, input_shape=(28, 28)),'],
+        ['    keras.layers.Bidirectional(keras.layers.LSTM(UNITS), input_shape=(28, 28)),']),
+    ('sklearn_forest', 'n_estimators'): (['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)'],
+        ['forest = RandomForestClassifier(n_estimators=40, max_depth=6, random_state=0)']),
+    ('sklearn_forest', 'max_depth'): (['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)'],
+        ['forest = RandomForestClassifier(n_estimators=20, max_depth=12, random_state=0)']),
+    ('sklearn_forest', 'criterion'): (['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)'],
+        ['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0, criterion="entropy")']),
+    ('sklearn_knn', 'n_neighbors'): (['knn = KNeighborsClassifier(n_neighbors=9)'],
+        ['knn = KNeighborsClassifier(n_neighbors=3)']),
+    ('sklearn_knn', 'knn_weights'): (['knn = KNeighborsClassifier(n_neighbors=9)'],
+        ['knn = KNeighborsClassifier(n_neighbors=9, weights="distance")']),
+    ('sklearn_logreg', 'C'): (['pipe = make_pipeline(StandardScaler(), LogisticRegression(C=0.01))'],
+        ['pipe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1))']),
+    ('sklearn_logreg', 'max_iter'): (['pipe = make_pipeline(StandardScaler(), LogisticRegression(C=0.01))'],
+        ['pipe = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=500))']),
+    ('sklearn_mlp', 'max_iter'): (['net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 8), max_iter=50, random_state=0)'],
+        ['net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 8), max_iter=250, random_state=0)']),
+    ('sklearn_mlp', 'hidden_layer_sizes'): (['HIDDEN = 16', 'net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 8), max_iter=50, random_state=0)'],
+        ['HIDDEN = 32', 'net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 16), max_iter=50, random_state=0)']),
+    ('sklearn_svc', 'C'): (['C = 0.5'],
+        ['C = 5.0']),
+    ('sklearn_svc', 'gamma'): (['GAMMA = 0.5  # far too large for these features'],
+        ['GAMMA = "scale"  # far too large for these features']),
+    ('sklearn_tree', 'stronger_estimator'): (['clf = DecisionTreeClassifier(max_depth=5, random_state=0)  # a shallow tree'],
+        ['from sklearn.ensemble import RandomForestClassifier', 'clf = RandomForestClassifier(max_depth=5, random_state=0)  # a shallow tree']),
+    ('sklearn_tree', 'max_depth'): (['clf = DecisionTreeClassifier(max_depth=5, random_state=0)  # a shallow tree'],
+        ['clf = DecisionTreeClassifier(max_depth=10, random_state=0)  # a shallow tree']),
+    ('sklearn_tree', 'criterion'): (['clf = DecisionTreeClassifier(max_depth=5, random_state=0)  # a shallow tree'],
+        ['clf = DecisionTreeClassifier(max_depth=5, random_state=0, criterion="entropy")  # a shallow tree']),
+
+}
+
+
+# ---------------------------------------------------------------------------
+# reading a script back with ast: every call's class and its (resolved) arguments
+
+def facts(source: str) -> tuple[collections.Counter, dict[str, list]]:
+    """(calls per class, "Class.arg" / "Class[i]" -> the values given, constants resolved)."""
+    tree = ast.parse(source)
+    assigned: dict[str, list] = collections.defaultdict(list)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    assigned[target.id].append(node.value)
+
+    def value(node):
+        while isinstance(node, ast.Name) and len(assigned.get(node.id, [])) == 1:
+            node = assigned[node.id][0]
+        if isinstance(node, ast.Tuple):
+            return tuple(value(el) for el in node.elts)
+        try:
+            return ast.literal_eval(node)
+        except ValueError:
+            return ast.unparse(node)
+
+    counts: collections.Counter = collections.Counter()
+    values: dict[str, list] = collections.defaultdict(list)
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        cls = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if cls is None:
+            continue
+        counts[cls] += 1
+        for i, arg in enumerate(node.args):
+            values[f"{cls}[{i}]"].append(value(arg))
+        for kw in node.keywords:
+            values[f"{cls}.{kw.arg}"].append(value(kw.value))
+    return counts, values
+
+
+def numbers(values: list) -> list:
+    out = []
+    for v in values:
+        out += list(v) if isinstance(v, tuple) else [v]
+    return out
+
+
+CONV = {"Conv2D", "Convolution2D"}
+RNN = {"LSTM", "GRU"}
+
+
+def conv_values(v, arg, pos):
+    return [x for c in CONV for x in v.get(f"{c}.{arg}", []) + v.get(f"{c}[{pos}]", [])]
+
+
+def _epochs(old, new):
+    (_, a), (_, b) = old, new
+    if a.get("fit.epochs"):
+        return [x > y for x, y in zip(b["fit.epochs"], a["fit.epochs"])] == [True] * len(a["fit.epochs"])
+    return b.get("fit.epochs") == [3]
+
+
+def _sk(param, expect):
+    return lambda old, new: any(expect(x, y) for cls in old[1] for x, y in
+                                zip(old[1][cls], new[1].get(cls, [])) if cls.endswith("." + param)) \
+        or any(k.endswith("." + param) for k in set(new[1]) - set(old[1]))
+
+
+# rule -> check(old facts, new facts): the intended value changed
+INTENT = {
+    "epochs": _epochs,
+    "filters": lambda o, n: conv_values(n[1], "filters", 0) == [2 * x for x in conv_values(o[1], "filters", 0)],
+    "kernel": lambda o, n: numbers(conv_values(n[1], "kernel_size", 1))
+    == [5 if x == 3 else x for x in numbers(conv_values(o[1], "kernel_size", 1))],
+    "conv_block": lambda o, n: sum(n[0][c] for c in CONV) == sum(o[0][c] for c in CONV) + 1
+    and sum(n[0][p] for p in ("MaxPooling2D",)) == sum(o[0][p] for p in ("MaxPooling2D",)) + 1,
+    "dense_layer": lambda o, n: n[0]["Dense"] == o[0]["Dense"] + 1,
+    "dense_units": lambda o, n: sorted(n[1]["Dense[0]"] + n[1]["Dense.units"])
+    != sorted(o[1]["Dense[0]"] + o[1]["Dense.units"]) and n[0]["Dense"] == o[0]["Dense"],
+    "dropout": lambda o, n: n[0]["Dropout"] == o[0]["Dropout"] + 1,
+    "batchnorm": lambda o, n: n[0]["BatchNormalization"] == sum(o[0][c] for c in CONV),
+    "optimizer": lambda o, n: "adam" in n[1]["compile.optimizer"] or n[0]["Adam"] == o[0]["Adam"] + 1,
+    "learning_rate": lambda o, n: n[1]["Adam.learning_rate"] + n[1]["SGD.learning_rate"]
+    in ([0.001], [0.01]),
+    "units": lambda o, n: [v for c in RNN for v in n[1][f"{c}[0]"] + n[1][f"{c}.units"]]
+    == [2 * v for c in RNN for v in o[1][f"{c}[0]"] + o[1][f"{c}.units"]],
+    "stack_rnn": lambda o, n: sum(n[0][c] for c in RNN) == sum(o[0][c] for c in RNN) + 1
+    and sum(n[1][f"{c}.return_sequences"].count(True) for c in RNN) == 1,
+    "bidirectional": lambda o, n: n[0]["Bidirectional"] == sum(o[0][c] for c in RNN),
+    "stronger_estimator": lambda o, n: n[0]["DecisionTreeClassifier"] == o[0]["DecisionTreeClassifier"] - 1
+    and n[0]["RandomForestClassifier"] == o[0]["RandomForestClassifier"] + 1,
+    "n_estimators": _sk("n_estimators", lambda a, b: b == 2 * a),
+    "max_depth": _sk("max_depth", lambda a, b: b == 2 * a),
+    "C": _sk("C", lambda a, b: b == 10 * a),
+    "gamma": _sk("gamma", lambda a, b: b == "scale"),
+    "max_iter": _sk("max_iter", lambda a, b: b == 5 * a),
+    "n_neighbors": _sk("n_neighbors", lambda a, b: b == 3),
+    "knn_weights": _sk("weights", lambda a, b: b == "distance"),
+    "hidden_layer_sizes": _sk("hidden_layer_sizes", lambda a, b: numbers([b]) == [2 * x for x in numbers([a])]),
+    "criterion": _sk("criterion", lambda a, b: b == "entropy"),
+}
+
+
+def comments(source: str) -> list[str]:
+    return [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT]
+
+
+def changed_lines(old: str, new: str) -> tuple[list[str], list[str]]:
+    diff = list(difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm=""))[2:]
+    return [d[1:] for d in diff if d.startswith("-")], [d[1:] for d in diff if d.startswith("+")]
+
+
+# ---------------------------------------------------------------------------
+# each rule on each style of script
+
+@pytest.mark.parametrize("name,rule_id", sorted(EXPECTED), ids=lambda x: x)
+def test_rule_changes_exactly_the_intended_lines(name, rule_id):
+    old = fixture(name)
+    new = tweak.apply(rule_id, old, tweak.Context(counter=3))
+    assert new is not None, f"{rule_id} did not apply to {name}"
+    ast.parse(new)
+    removed, added = EXPECTED[name, rule_id]
+    assert changed_lines(old, new) == (removed, added)
+    assert comments(new) == comments(old)
+    assert INTENT[rule_id](facts(old), facts(new)), f"{rule_id} did not change what it should in {name}"
+
+
+NOT_APPLICABLE = sorted((name, r.id) for name in sorted(p.stem for p in FIXTURES.glob("*.py"))
+                        for r in tweak.rules_for(model_type(name)) if (name, r.id) not in EXPECTED)
+
+
+@pytest.mark.parametrize("name,rule_id", NOT_APPLICABLE, ids=lambda x: x)
+def test_rule_that_does_not_apply_returns_none(name, rule_id):
+    assert tweak.apply(rule_id, fixture(name), tweak.Context(counter=3)) is None
+
+
+def test_every_rule_is_exercised_by_a_fixture():
+    assert {r for _, r in EXPECTED} == set(tweak.REGISTRY)
+
+
+def test_every_model_type_has_rules_and_each_rule_a_label():
+    for t in ("cnn", "rnn", "mlp", "sklearn"):
+        assert len(tweak.rules_for(t)) >= 4, t
+    for r in tweak.REGISTRY.values():
+        assert r.label and r.doc and r.types, r.id
+    assert tweak.rules_for("torch") == []
+
+
+def test_new_layer_names_use_the_counter_and_stay_unique():
+    source = fixture("cnn_add")
+    first = tweak.apply("batchnorm", source, tweak.Context(counter=7))
+    assert 'name="tweak_bn_7"' in first
+    # the name is taken already: the next one gets a suffix instead of a clash
+    second = tweak.apply("conv_block", first, tweak.Context(counter=7))
+    assert 'name="tweak_conv_7"' in second and 'name="tweak_pool_7"' in second
+    assert tweak.apply("batchnorm", second, tweak.Context(counter=7)).count('name="tweak_bn_7_2"') == 1
+
+
+def test_layers_are_not_named_where_the_script_names_none():
+    assert "name=" not in "".join(changed_lines(fixture("cnn_sequential"),
+                                                tweak.apply("conv_block", fixture("cnn_sequential")))[1])
+
+
+def test_a_result_that_does_not_compile_is_never_returned(monkeypatch):
+    monkeypatch.setattr(tweak.Script, "render", lambda self: self.source + "\ndef broken(:\n")
+    assert tweak.apply("epochs", fixture("mlp")) is None
+
+
+def test_an_unparsable_source_is_not_applicable():
+    assert tweak.apply("epochs", "model.fit(x, epochs=(\n") is None
+
+
+def test_an_unknown_rule_is_a_clear_error():
+    with pytest.raises(state.TweakopsError, match="unknown tweak rule 'nope'"):
+        tweak.apply("nope", fixture("mlp"))
+
+
+def test_rules_compose_on_the_same_source():
+    source = fixture("rnn_lstm")
+    for rule_id in ("stack_rnn", "bidirectional", "units", "epochs"):
+        source = tweak.apply(rule_id, source, tweak.Context(1))
+        assert source is not None, rule_id
+    counts, values = facts(source)
+    assert counts["Bidirectional"] == 2 and counts["LSTM"] == 2
+    assert values["LSTM[0]"] == [64, 64] and values["fit.epochs"] == [5]
+
+
+# ---------------------------------------------------------------------------
+# choosing the next rule from the history
+
+def record(attempt, rule_id=None, outcome="reverted", accuracy=None, parent=1, source=None, label=None):
+    r = {"attempt": attempt, "outcome": outcome, "accuracy": accuracy, "parent": parent,
+         "tweak": label if label is not None else (tweak.REGISTRY[rule_id].label if rule_id else ""),
+         "rule": rule_id or ""}
+    if source is not None:
+        r["source_hash"] = state.source_hash(source)
+    return r
+
+
+def baseline(source, accuracy=0.5):
+    return record(1, outcome="baseline", accuracy=accuracy, parent=None, source=source)
+
+
+def test_chooser_takes_the_registry_order_on_an_empty_history():
+    source = fixture("cnn_sequential")
+    choice = tweak.choose(source, "cnn", [baseline(source)], 1)
+    assert choice.rule.id == tweak.rules_for("cnn")[0].id == "epochs"
+    assert choice.label == "epochs 2→4"
+
+
+def test_chooser_never_yields_a_source_already_in_the_history():
+    source = fixture("cnn_sequential")
+    history = [baseline(source)]
+    for _ in range(len(tweak.rules_for("cnn"))):
+        choice = tweak.choose(source, "cnn", history, parent=None)   # no parent: only the hashes stop it
+        if choice is None:
+            break
+        history.append(record(len(history) + 1, label="(formatting differs)", source=choice.source + "\n# x\n"))
+    assert choice is None
+    hashes = [r["source_hash"] for r in history]
+    assert len(hashes) == len(set(hashes)) >= 8
+
+
+def test_a_rule_recorded_failed_is_not_retried_on_the_same_parent():
+    source = fixture("cnn_sequential")
+    history = [baseline(source), record(2, "epochs", outcome="failed")]
+    assert tweak.choose(source, "cnn", history, 1).rule.id != "epochs"
+    # on a new best it may be tried again (it failed once, so it ranks last)
+    assert "epochs" in [r.id for r in tweak.ranked("cnn", history)][-1:]
+
+
+def test_a_rule_that_helped_is_preferred_and_one_that_hurt_comes_after_untried_ones():
+    source = fixture("cnn_sequential")
+    kept = tweak.apply("filters", source)
+    history = [baseline(source, 0.50),
+               record(2, "epochs", accuracy=0.40),                   # hurt
+               record(3, "filters", outcome="kept", accuracy=0.70, source=kept)]   # helped
+    order = [r.id for r in tweak.ranked("cnn", history)]
+    assert order[0] == "filters" and order[-1] == "epochs"
+    assert order.index("kernel") < order.index("epochs")
+    choice = tweak.choose(kept, "cnn", history, parent=3)
+    assert choice.rule.id == "filters" and tweak.state.source_hash(choice.source) != history[2]["source_hash"]
+
+
+def test_scores_average_the_gain_over_the_parent():
+    history = [baseline("x = 1", 0.5), record(2, "epochs", "kept", 0.7),
+               record(3, "epochs", "reverted", 0.6, parent=2), record(4, "filters", "failed"),
+               record(5, "kernel", "stopped-early"), record(6, "dropout", "cached")]
+    scores = tweak.scores(history)
+    assert scores["epochs"] == (pytest.approx((0.2 - 0.1) / 2), 2)
+    assert scores["filters"] == (tweak.FAILED_GAIN, 1)
+    assert scores["kernel"] == (tweak.STOPPED_GAIN, 1)
+    assert "dropout" not in scores
+
+
+def test_a_record_without_a_rule_field_is_recognised_by_its_label():
+    assert tweak.rule_of({"tweak": "epochs 1→3"}) == "epochs"
+    assert tweak.rule_of({"tweak": "estimator DecisionTreeClassifier→RandomForestClassifier"}) == "stronger_estimator"
+    assert tweak.rule_of({"tweak": "+recurrent layer (LSTM)"}) == "stack_rnn"
+    assert tweak.rule_of({"tweak": ""}) is None
+
+
+def test_the_best_attempt_comes_from_run_env_else_the_history():
+    history = [baseline("a", 0.5), record(2, "epochs", "kept", 0.7), record(3, "filters", "reverted", 0.9)]
+    assert tweak.best_attempt({"BEST_ATTEMPT": "5"}, history) == 5
+    assert tweak.best_attempt({}, history) == 2
+    assert tweak.best_attempt({"ATTEMPT": "1"}, []) == 1
+
+
+# ---------------------------------------------------------------------------
+# make tweak (the script in its own process, as Jenkins runs it)
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A STATE_DIR and a checkout holding the example CNN after its baseline attempt."""
+    env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS}
+    env.update(TWEAKOPS_ENV_FILE=os.devnull, STATE_DIR=str(tmp_path / "state"),
+               CHECKOUT_DIR=str(tmp_path / "checkout"), NO_COLOR="1")
+    cfg = state.config(environ=env)
+    source = (EXAMPLES / "cnn" / "model.py").read_text()
+    (tmp_path / "checkout").mkdir()
+    (tmp_path / "checkout" / "model.py").write_text(source)
+    state.update_run(cfg, MODEL_FILE="model.py", MODEL_TYPE="cnn", ATTEMPT=1, BEST_ATTEMPT=1, STATUS="trained")
+    state.append_history(cfg, baseline(source, 0.6))
+
+    class W:
+        pass
+    w = W()
+    w.env, w.cfg, w.source, w.checkout = env, cfg, source, tmp_path / "checkout" / "model.py"
+    w.run = lambda *args: subprocess.run([sys.executable, str(ROOT / "scripts" / "tweak.py"), *args],
+                                         env=env, capture_output=True, text=True, timeout=120)
+    return w
+
+
+def test_make_tweak_writes_the_tweak_and_records_it(workspace):
+    result = workspace.run()
+    assert result.returncode == 0, result.stderr
+    expected = tweak.apply("epochs", workspace.source, tweak.Context(counter=1))
+    assert workspace.checkout.read_text() == expected
+    assert result.stdout == tweak.unified_diff(workspace.source, expected, "model.py")
+    assert result.stdout.startswith("--- a/model.py\n+++ b/model.py\n") and "+epochs = 3\n" in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "==> tweak: attempt 2: epochs 1→3 (rule epochs, from attempt 1, tweak #1)"]
+    run = state.read_run(workspace.cfg)
+    assert {k: run[k] for k in ("TWEAK", "TWEAK_RULE", "TWEAK_PARENT", "ATTEMPT", "STATUS")} == {
+        "TWEAK": "epochs 1→3", "TWEAK_RULE": "epochs", "TWEAK_PARENT": "1", "ATTEMPT": "2", "STATUS": "tweaked"}
+    assert state.counter(workspace.cfg) == 1
+
+
+def test_make_tweak_starts_from_the_best_source_not_the_checkout(workspace):
+    best = tweak.apply("filters", workspace.source)
+    state.atomic_write(state.state_dir(workspace.cfg) / "best" / "model.py", best)
+    workspace.checkout.write_text(tweak.apply("kernel", workspace.source))   # a reverted attempt
+    result = workspace.run()
+    assert result.returncode == 0, result.stderr
+    expected = tweak.apply("epochs", best, tweak.Context(1))
+    assert workspace.checkout.read_text() == expected
+    assert result.stdout == tweak.unified_diff(best, expected, "model.py")   # diffed against the best
+
+
+def test_make_tweak_after_a_revert_tries_another_rule(workspace):
+    assert workspace.run().returncode == 0
+    state.append_history(workspace.cfg, {**record(2, "epochs", "reverted", 0.55),
+                                         "source_hash": state.source_hash(workspace.checkout.read_text())})
+    workspace.checkout.write_text(workspace.source)       # what parse_accuracy does on a revert
+    result = workspace.run()
+    assert result.returncode == 0, result.stderr
+    run = state.read_run(workspace.cfg)
+    assert run["TWEAK_RULE"] == "filters" and run["ATTEMPT"] == "3" and state.counter(workspace.cfg) == 2
+
+
+def test_make_tweak_says_when_no_tweak_is_left(workspace):
+    for n, r in enumerate(tweak.rules_for("cnn"), start=2):
+        state.append_history(workspace.cfg, record(n, r.id, "reverted", 0.5))
+    before = workspace.checkout.read_text()
+    result = workspace.run()
+    assert result.returncode == state.EXIT_NO_TWEAK_LEFT == 8
+    assert result.stderr.strip() == ("tweak: no tweak left for attempt 1: every cnn rule was tried on it "
+                                     "or gives a source already trained")
+    assert workspace.checkout.read_text() == before and state.counter(workspace.cfg) == 0
+
+
+def test_make_tweak_refuses_a_model_type_without_rules(workspace):
+    state.update_run(workspace.cfg, MODEL_TYPE="torch")
+    result = workspace.run()
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: no tweak rules for model type 'torch'; supported: cnn, rnn, mlp, sklearn"
+
+
+def test_make_tweak_refuses_a_missing_model_file(workspace):
+    workspace.checkout.unlink()
+    result = workspace.run()
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {workspace.checkout} is missing; run make fetch (and make detect) first"
+
+
+def test_make_tweak_refuses_an_unparsable_source_and_leaves_it(workspace):
+    workspace.checkout.write_text("model = (\n")
+    result = workspace.run()
+    assert result.returncode == 2 and "does not parse; fix the source" in result.stderr
+    assert workspace.checkout.read_text() == "model = (\n"
+
+
+def test_tweak_on_a_file_prints_the_diff_and_writes_nothing(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text(fixture("rnn_lstm"))
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "tweak.py"), str(path), "--type", "rnn",
+                             "--rule", "bidirectional"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "TWEAKOPS_ENV_FILE": os.devnull})
+    assert result.returncode == 0, result.stderr
+    assert "+    keras.layers.Bidirectional(keras.layers.LSTM(UNITS), input_shape=(28, 28)),\n" in result.stdout
+    assert path.read_text() == fixture("rnn_lstm")
+
+
+def test_tweak_list_shows_every_rule():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "tweak.py"), "--list"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "TWEAKOPS_ENV_FILE": os.devnull})
+    assert result.returncode == 0, result.stderr
+    for r in tweak.REGISTRY.values():
+        assert f" {r.id} " in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# the bundled example models
+
+@pytest.mark.parametrize("example,kind", [("cnn", "cnn"), ("rnn", "rnn"), ("sklearn", "sklearn")])
+def test_each_example_model_has_at_least_three_applicable_rules(example, kind):
+    source = (EXAMPLES / example / "model.py").read_text()
+    applicable = [r.id for r in tweak.rules_for(kind) if tweak.apply(r.id, source, tweak.Context(1))]
+    assert len(applicable) >= 3, applicable
+
+
+BUILD = textwrap.dedent('''
+    import ast, json, os, sys
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    out = []
+    for source in json.load(sys.stdin):
+        tree = ast.parse(source)
+        # run the script up to (not including) the first compile/fit: data + model, no training
+        stop = next(i for i, s in enumerate(tree.body)
+                    if any(isinstance(n, ast.Attribute) and n.attr in ("compile", "fit") for n in ast.walk(s)))
+        scope = {"__name__": "__tweak_build__"}
+        exec(compile(ast.Module(tree.body[:stop], []), "<model>", "exec"), scope)
+        out.append(scope["model"].count_params())
+    print(json.dumps(out))
+''')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["cnn", "rnn"])
+def test_every_tweak_of_the_keras_examples_still_builds_a_model(example, digits):
+    source = (EXAMPLES / example / "model.py").read_text()
+    tweaked = {r.id: s for r in tweak.rules_for(example) if (s := tweak.apply(r.id, source, tweak.Context(1)))}
+    result = subprocess.run([sys.executable, "-c", BUILD], input=json.dumps([source, *tweaked.values()]),
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "DATA_DIR": str(digits), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    params = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(params) == len(tweaked) + 1 and all(p > 0 for p in params)
+    changes_the_model = {"filters", "kernel", "conv_block", "dense_layer", "units", "stack_rnn", "bidirectional",
+                         "batchnorm"} & set(tweaked)
+    for rule_id in changes_the_model:
+        assert params[1 + list(tweaked).index(rule_id)] != params[0], rule_id
