@@ -43,10 +43,12 @@ Reads:  run.env MODEL_FILE (relative to CHECKOUT_DIR), MODEL_TYPE, ATTEMPT, BEST
         STATE_DIR/best/<basename of MODEL_FILE> (else the checkout file); history.jsonl;
         tweak_count
 Writes: the checkout's MODEL_FILE (atomically), tweak_count + 1, run.env TWEAK (label),
-        TWEAK_RULE (rule id), TWEAK_PARENT (best attempt), ATTEMPT (next), STATUS=tweaked;
+        TWEAK_RULE (rule id), TWEAK_PARENT (best attempt), STATUS=tweaked (ATTEMPT is
+        left to train.py, which numbers the attempt it runs);
         the unified diff against the best on stdout, one banner line on stderr
 Exit:   0 a tweak was written; 2 no rules for the model type, file missing or unparsable;
-        8 no tweak left (every rule tried on this parent or already trained)
+        8 no tweak left (every rule tried on this parent or already trained; with FILE
+        --rule: the rule does not apply)
 
     $ make tweak
     $ python scripts/tweak.py --list                          # the rules per type
@@ -1250,8 +1252,8 @@ def main(argv=None) -> int:
     next_attempt = max([current, *attempts]) + 1
     state.atomic_write(checkout_file, result.source)
     state.bump_counter(cfg)
-    state.update_run(cfg, TWEAK=result.label, TWEAK_RULE=result.rule.id, TWEAK_PARENT=parent,
-                     ATTEMPT=next_attempt, STATUS="tweaked")
+    # ATTEMPT stays the last trained one: train.py numbers the next attempt (the same max + 1)
+    state.update_run(cfg, TWEAK=result.label, TWEAK_RULE=result.rule.id, TWEAK_PARENT=parent, STATUS="tweaked")
     sys.stdout.write(unified_diff(source, result.source, model_file))
     state.banner("tweak", f"attempt {next_attempt}: {result.label} (rule {result.rule.id}, "
                           f"from attempt {parent}, tweak #{number})")

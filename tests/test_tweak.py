@@ -290,6 +290,8 @@ def test_rule_changes_exactly_the_intended_lines(name, rule_id):
     assert changed_lines(old, new) == (removed, added)
     assert comments(new) == comments(old)
     assert INTENT[rule_id](facts(old), facts(new)), f"{rule_id} did not change what it should in {name}"
+    # the label written to run.env/history leads back to the rule
+    assert tweak.rule_of({"tweak": tweak.attempt(rule_id, old, tweak.Context(3)).label}) == rule_id
 
 
 NOT_APPLICABLE = sorted((name, r.id) for name in sorted(p.stem for p in FIXTURES.glob("*.py"))
@@ -311,6 +313,8 @@ def test_every_model_type_has_rules_and_each_rule_a_label():
     for r in tweak.REGISTRY.values():
         assert r.label and r.doc and r.types, r.id
     assert tweak.rules_for("torch") == []
+    first_words = [r.label.split()[0] for r in tweak.REGISTRY.values()]
+    assert len(first_words) == len(set(first_words)), "each rule's label must start with its own word"
 
 
 def test_new_layer_names_use_the_counter_and_stay_unique():
@@ -470,7 +474,8 @@ def test_make_tweak_writes_the_tweak_and_records_it(workspace):
         "==> tweak: attempt 2: epochs 1→3 (rule epochs, from attempt 1, tweak #1)"]
     run = state.read_run(workspace.cfg)
     assert {k: run[k] for k in ("TWEAK", "TWEAK_RULE", "TWEAK_PARENT", "ATTEMPT", "STATUS")} == {
-        "TWEAK": "epochs 1→3", "TWEAK_RULE": "epochs", "TWEAK_PARENT": "1", "ATTEMPT": "2", "STATUS": "tweaked"}
+        "TWEAK": "epochs 1→3", "TWEAK_RULE": "epochs", "TWEAK_PARENT": "1", "STATUS": "tweaked",
+        "ATTEMPT": "1"}   # train.py numbers the next attempt
     assert state.counter(workspace.cfg) == 1
 
 
@@ -493,7 +498,8 @@ def test_make_tweak_after_a_revert_tries_another_rule(workspace):
     result = workspace.run()
     assert result.returncode == 0, result.stderr
     run = state.read_run(workspace.cfg)
-    assert run["TWEAK_RULE"] == "filters" and run["ATTEMPT"] == "3" and state.counter(workspace.cfg) == 2
+    assert run["TWEAK_RULE"] == "filters" and state.counter(workspace.cfg) == 2
+    assert "==> tweak: attempt 3: filters x2 (rule filters, from attempt 1, tweak #2)" in result.stderr
 
 
 def test_make_tweak_says_when_no_tweak_is_left(workspace):
