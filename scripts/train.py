@@ -91,9 +91,9 @@ def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
         return ""
 
 
-def next_attempt(cfg: dict, run: dict) -> int:
-    seen = [r.get("attempt", 0) for r in state.read_history(cfg)]
-    return max([0, int(run.get("ATTEMPT") or 0), *seen]) + 1
+def next_attempt(cfg: dict) -> int:
+    """Attempts are numbered across the lineage: one more than any in the history."""
+    return max([0, *(r.get("attempt", 0) for r in state.read_history(cfg))]) + 1
 
 
 def main(argv=None) -> int:
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
         attempt = int(run["ATTEMPT"])
         restarts = int(run.get("RESTARTS") or 0)
     else:
-        attempt = next_attempt(cfg, run)
+        attempt = next_attempt(cfg)
         restarts = 0
     tweaked = run.get("STATUS") == "tweaked" or (args.resume and bool(run.get("TWEAK")))
     tweak = run.get("TWEAK", "") if tweaked else ""
