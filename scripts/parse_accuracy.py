@@ -101,6 +101,8 @@ def book(cfg: dict, run: dict, attempt: int, accuracy: float | None, stopped_ear
         outcome = "kept"
     else:
         outcome = "stopped-early" if stopped_early else "reverted"
+    if record.get("cached_from") and outcome in ("kept", "reverted"):
+        outcome = "cached"
     with state.locked(cfg, "best.lock"):
         if outcome in ("baseline", "kept"):
             best_dir.mkdir(parents=True, exist_ok=True)

@@ -91,14 +91,43 @@ def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
         return ""
 
 
-def next_attempt(cfg: dict, run: dict) -> int:
-    seen = [r.get("attempt", 0) for r in state.read_history(cfg)]
-    return max([0, int(run.get("ATTEMPT") or 0), *seen]) + 1
+def next_attempt(cfg: dict) -> int:
+    """Attempts are numbered across the lineage: one more than any in the history."""
+    return max([0, *(r.get("attempt", 0) for r in state.read_history(cfg))]) + 1
+
+
+def trained_before(cfg: dict, source_hash: str) -> dict | None:
+    """The last attempt that trained exactly this source (comments and formatting aside)."""
+    for record in reversed(state.read_history(cfg)):
+        if record.get("source_hash") == source_hash and record.get("accuracy") is not None:
+            return record
+    return None
+
+
+def reuse(cfg: dict, run: dict, attempt: int, tweak: str, source: str, cached: dict) -> int:
+    """Never train the same source twice: book the earlier result as this attempt."""
+    state.banner("train", f"attempt {attempt}: this source was trained in attempt {cached['attempt']} "
+                 f"(accuracy {cached['accuracy']:.4f}); not training it again (--force does)")
+    sd = state.state_dir(cfg)
+    record = {
+        "attempt": attempt, "run": run.get("RUN_ID", ""), "commit": run.get("COMMIT", ""),
+        "source_hash": cached["source_hash"], "tweak": tweak or "baseline", "rule": "", "parent": None,
+        "diff": "", "accuracy": None, "duration": 0.0, "exit_code": 0, "runner": "cache",
+        "outcome": "trained", "cached_from": cached["attempt"], "restarts": 0,
+        "log": cached.get("log", ""), "metrics": cached.get("metrics", ""), "started_at": state.now_iso(),
+    }
+    state.append_history(cfg, record)
+    state.update_run(cfg, ATTEMPT=attempt, STATUS="trained", RUNNER="cache", EXIT_CODE=0, DURATION=0,
+                     LOG=str(sd / record["log"]) if record["log"] else None,
+                     METRICS=str(sd / record["metrics"]) if record["metrics"] else None,
+                     ACCURACY=None, ACCURACY_SOURCE=None, TWEAK=tweak or None, RESTARTS=0)
+    return state.EXIT_OK
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resume", action="store_true", help="re-run the current attempt, resuming from its checkpoint")
+    parser.add_argument("--force", action="store_true", help="train even when this source was trained before")
     args = parser.parse_args(argv)
     cfg = state.config()
     run = state.read_run(cfg)
@@ -119,7 +148,7 @@ def main(argv=None) -> int:
         attempt = int(run["ATTEMPT"])
         restarts = int(run.get("RESTARTS") or 0)
     else:
-        attempt = next_attempt(cfg, run)
+        attempt = next_attempt(cfg)
         restarts = 0
     tweaked = run.get("STATUS") == "tweaked" or (args.resume and bool(run.get("TWEAK")))
     tweak = run.get("TWEAK", "") if tweaked else ""
@@ -142,6 +171,10 @@ def main(argv=None) -> int:
         (sd / job.state_path("result")).unlink(missing_ok=True)
 
     source = source_path.read_text(encoding="utf-8")
+    if not args.resume and not args.force:
+        cached = trained_before(cfg, state.source_hash(source))
+        if cached is not None:
+            return reuse(cfg, run, attempt, tweak, source, cached)
     what = f"attempt {attempt}" + (f" ({tweak})" if tweak else "") + (f", restart {restarts}" if args.resume else "")
     state.banner("train", f"{what} of {model_file} [{run['MODEL_TYPE']}] with the {runner.name} runner")
     job.log.parent.mkdir(parents=True, exist_ok=True)

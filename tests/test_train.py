@@ -55,7 +55,7 @@ def test_the_same_source_trains_to_the_same_accuracy(project):
     ready(project)
     accuracies = []
     for _ in range(2):
-        assert project.script("train").returncode == 0
+        assert project.script("train", "--force").returncode == 0
         assert project.script("parse_accuracy").returncode == 3
         accuracies.append(float(project.run_env()["ACCURACY"]))
     assert accuracies[0] == pytest.approx(accuracies[1], abs=1e-6)
@@ -131,3 +131,18 @@ def test_bad_target_accuracy_fails_before_anything_changes(project):
         assert result.returncode == 2
         assert result.stderr.startswith("error: TARGET_ACCURACY=")
     assert (project.state / "run.env").read_text() == before
+
+
+def test_a_source_trained_before_is_not_trained_again(project):
+    ready(project)
+    assert project.script("train").returncode == 0
+    assert project.script("parse_accuracy").returncode == 3
+    first = float(project.run_env()["ACCURACY"])
+    (project.checkout / "model.py").write_text((project.checkout / "model.py").read_text() + "# a comment only\n")
+    result = project.script("train")
+    assert result.returncode == 0, result.stderr
+    assert "this source was trained in attempt 1" in result.stderr
+    assert "Test accuracy" not in result.stdout
+    assert project.script("parse_accuracy").returncode == 3
+    assert float(project.run_env()["ACCURACY"]) == first
+    assert [(r["attempt"], r.get("cached_from")) for r in project.history()] == [(1, None), (2, 1)]

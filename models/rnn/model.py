@@ -30,12 +30,12 @@ val_ds = val_ds.map(to_sequence)
 # Build the model
 model = keras.Sequential()
 model.add(keras.Input(shape=(28, 28)))
-model.add(layers.LSTM(8))
+model.add(layers.LSTM(16))
 model.add(layers.Dense(10, activation="softmax"))
 model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
 
 # Train
-model.fit(train_ds, epochs=2, validation_data=val_ds)
+model.fit(train_ds, epochs=3, validation_data=val_ds)
 
 # Evaluate
 loss, acc = model.evaluate(val_ds, verbose=0)
