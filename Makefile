@@ -72,6 +72,16 @@ pipeline: setup data remote
 
 ##@ Tweak, publish, notify (issue: Jobs 4-5)
 
+## End of Job 4: commit the best source (one file, accuracy trailers) and push it to PUBLISH_BRANCH
+.PHONY: publish
+publish: setup
+	@$(PY) scripts/publish.py
+
+## Job 5: tell the developer (SMTP e-mail, webhook; always a copy in STATE_DIR/notifications/)
+.PHONY: notify
+notify: setup
+	@$(PY) scripts/notify.py
+
 ##@ Watchdog (issue: Job 6)
 
 ##@ Report and logs (issue: report)
