@@ -113,6 +113,26 @@ def test_publish_keeps_the_file_mode(tmp_path):
     assert p.git("ls-tree", "main", "model.py", cwd=p.remote).stdout.split()[0] == "100755"
 
 
+def test_publish_handles_a_model_file_in_a_subdirectory(tmp_path):
+    p = Project(tmp_path, tmp_path / "data", example=None)
+    (tmp_path / "model.py").write_text(BASELINE)
+    p.seed_remote(tmp_path / "model.py", name="train.py")
+    work = tmp_path / "dev"
+    p.git("clone", "-q", str(p.remote), str(work))
+    (work / "src").mkdir()
+    p.git("mv", "train.py", "src/train.py", cwd=work)
+    p.git("commit", "-q", "-m", "move", cwd=work)
+    p.git("push", "-q", "origin", "main", cwd=work)
+    assert p.script("fetch").returncode == 0
+    write_loop_state(p, BEST)
+    state.update_run({"STATE_DIR": str(p.state)}, MODEL_FILE="src/train.py")
+    (p.state / "best" / "model.py").rename(p.state / "best" / "train.py")
+    result = p.script("publish")
+    assert result.returncode == 0, result.stderr
+    assert changed_files(p, "main") == ["src/train.py"]
+    assert p.git("show", "main:src/train.py", cwd=p.remote).stdout == BEST
+
+
 def test_publish_to_a_separate_branch_leaves_the_model_branch_alone(project):
     fetched = project.run_env()["COMMIT"]
     result = project.script("publish", PUBLISH_BRANCH="tweakops-results")
