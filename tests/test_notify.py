@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import shutil
 import socket
 import ssl
 import subprocess
@@ -84,6 +85,8 @@ def smtp_server():
 @pytest.fixture
 def certificate(tmp_path):
     """A self-signed certificate for 127.0.0.1 (the client trusts it through SSL_CERT_FILE)."""
+    if not shutil.which("openssl"):
+        pytest.skip("the openssl command is not installed (apt-get install openssl)")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-keyout", str(key), "-out", str(cert), "-addext", "subjectAltName=IP:127.0.0.1",
