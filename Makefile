@@ -76,6 +76,15 @@ pipeline: setup data remote
 .PHONY: tweak
 tweak: setup
 	@$(PY) scripts/tweak.py
+## End of Job 4: commit the best source (one file, accuracy trailers) and push it to PUBLISH_BRANCH
+.PHONY: publish
+publish: setup
+	@$(PY) scripts/publish.py
+
+## Job 5: tell the developer (SMTP e-mail, webhook; always a copy in STATE_DIR/notifications/)
+.PHONY: notify
+notify: setup
+	@$(PY) scripts/notify.py
 
 ##@ Watchdog (issue: Job 6)
 
