@@ -17,6 +17,8 @@ PY := $(PYTHON) -u
 SYSTEM_PYTHON ?= python3
 PIP_FLAGS ?= --quiet
 PYTEST_ARGS ?=
+# Debian packages make test needs (make system-deps installs the missing ones as root)
+SYSTEM_PACKAGES ?= system-packages.txt
 # Image variants for make wheels/images/images-push (empty: keras sklearn; gpu on request)
 VARIANTS ?=
 # Configuration keys (TARGET_ACCURACY, DATA_DIR, ...) are never given defaults here:
@@ -80,10 +82,10 @@ pipeline: setup data remote
 
 ##@ Containers (issue: Containers)
 
-## Install the Debian packages listed in system-packages.txt that are missing (as root; else a warning)
+## Install the Debian packages listed in SYSTEM_PACKAGES that are missing (as root; else a warning)
 .PHONY: system-deps
 system-deps:
-	@missing=$$(sed -e 's/#.*//' system-packages.txt | xargs -n1 2>/dev/null | while read -r pkg; do \
+	@missing=$$(sed -e 's/#.*//' $(SYSTEM_PACKAGES) | xargs -n1 2>/dev/null | while read -r pkg; do \
 	    dpkg-query -W -f='$${Status}\n' "$$pkg" 2>/dev/null | grep -q 'ok installed' || echo "$$pkg"; done | xargs); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \

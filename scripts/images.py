@@ -268,8 +268,8 @@ def registry(cfg: dict) -> str:
 
 
 def push(cfg: dict, variants: list[str]) -> int:
-    need_engine()
     reg = registry(cfg)
+    need_engine()
     pushed = 0
     for variant in variants:
         ref = tag_of(cfg, variant)
@@ -288,8 +288,8 @@ def push(cfg: dict, variants: list[str]) -> int:
 
 
 def pull(cfg: dict, variants: list[str]) -> int:
-    need_engine()
     reg = registry(cfg)
+    need_engine()
     for variant in variants:
         ref = tag_of(cfg, variant)
         remote = f"{reg}/{ref}"
