@@ -197,6 +197,7 @@ class LocalRunner(Runner):
 DOCKER_TIMEOUT = 120     # seconds for one docker CLI call (inspect, rm, run --detach)
 PIDS_LIMIT = 1024        # TensorFlow's thread pools count as pids; a fork bomb stops here
 CONTAINER_UID = 1000     # the images' user; used when tweakops itself runs as root
+ALIVE_EVERY = 1.0        # seconds a "running" answer of docker inspect is trusted
 IN_CONTAINER = {         # where the runner mounts what the harness needs
     "checkout": "/workspace",
     "data": "/data",
@@ -373,11 +374,17 @@ class DockerRunner(Runner):
         name = fields.get("CONTAINER")
         if not name:
             return False
+        # train.py asks 5 times a second; each `docker inspect` costs ~20 ms of CPU
+        seen = getattr(self, "_seen_running", {})
+        if time.time() - seen.get(name, 0) < ALIVE_EVERY:
+            return True
         try:
             info = self.inspect(name)
         except state.TweakopsError:
             return False
-        return bool(info and info.get("Running"))
+        running = bool(info and info.get("Running"))
+        self._seen_running = {name: time.time()} if running else {}
+        return running
 
     def wait(self, fields: dict[str, str], poll: float = 0.5) -> int:
         name = fields.get("CONTAINER") or ""
