@@ -210,6 +210,14 @@ IN_CONTAINER = {         # where the runner mounts what the harness needs
 IN_CONTAINER_COMMAND = 'exec python -u "$0" "$1" >>"$2" 2>&1'
 
 
+def docker_reason(stderr: str) -> str:
+    """Docker's own reason from its stderr, without the "Run 'docker run --help'" hint."""
+    lines = [line.strip() for line in stderr.splitlines()
+             if line.strip() and not line.startswith("Run '") and not line.startswith("See '")]
+    reason = lines[-1] if lines else "(no message)"
+    return reason[len("docker: "):] if reason.startswith("docker: ") else reason
+
+
 def docker_cli(*args: str, check: bool = True, what: str = "", code: int = state.EXIT_RUNNER_FAILED,
                timeout: float = DOCKER_TIMEOUT) -> subprocess.CompletedProcess:
     """Run the docker CLI with an argument list; a failure raises one line naming `what`."""
@@ -223,8 +231,7 @@ def docker_cli(*args: str, check: bool = True, what: str = "", code: int = state
     except subprocess.TimeoutExpired:
         raise state.TweakopsError(f"{what} did not answer in {timeout:.0f}s; is the Docker engine hung?", code) from None
     if check and proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise state.TweakopsError(f"{what} failed: {last}", code)
+        raise state.TweakopsError(f"{what} failed: {docker_reason(proc.stderr)}", code)
     return proc
 
 
@@ -322,8 +329,7 @@ class DockerRunner(Runner):
         # the previous instance of this name goes first, running or not
         removed = docker_cli("rm", "--force", name, check=False)
         if removed.returncode != 0 and "No such container" not in removed.stderr:
-            self.fail("start-failed", f"could not remove the old container {name}: "
-                      f"{(removed.stderr.strip().splitlines() or ['(no message)'])[-1]}")
+            self.fail("start-failed", f"could not remove the old container {name}: {docker_reason(removed.stderr)}")
         mounts = {"checkout": job.checkout, "data": job.data_dir, "state": job.state_dir, "harness": HARNESS}
         for what, path in mounts.items():
             if "," in str(path) or '"' in str(path):
@@ -359,8 +365,7 @@ class DockerRunner(Runner):
         args += [image, "sh", "-c", IN_CONTAINER_COMMAND, IN_CONTAINER["harness"], job.model_file, in_log]
         started = docker_cli(*args, check=False)
         if started.returncode != 0:
-            last = (started.stderr.strip().splitlines() or ["(no message)"])[-1]
-            self.fail("start-failed", f"container {name} could not start: {last}")
+            self.fail("start-failed", f"container {name} could not start: {docker_reason(started.stderr)}")
         state.info(f"docker: container {name} ({started.stdout.strip()[:12]}) from {image} on Docker {version}")
         return {"CONTAINER": name}
 

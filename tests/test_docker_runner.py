@@ -7,6 +7,7 @@ with the reason (pytest -ra prints it). Nothing is faked.
 
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -170,6 +171,20 @@ def test_a_container_that_cannot_start_is_status_start_failed_and_exit_5(sklearn
     result = project.script("train", TRAIN_MEMORY="lots")
     assert result.returncode == 5, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: container tweakops-sklearn could not start: ")
+    assert project.run_env()["STATUS"] == "start-failed"
+
+
+@needs_engine
+def test_gpus_put_keras_models_in_the_gpu_image_with_gpus_passed(project, docker_image):
+    if shutil.which("nvidia-container-runtime") or shutil.which("nvidia-container-toolkit"):
+        pytest.skip("this machine has a GPU runtime: the container would start")
+    keras_image = docker_image("keras")  # stands in for IMAGE_GPU: only what docker run is told matters
+    ready(project)
+    result = project.script("train", RUNNER="docker", GPUS="all", IMAGE_GPU=keras_image)
+    assert result.returncode == 5, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: container tweakops-cnn could not start: Error response from daemon: ")
+    assert "capabilities: [[gpu]]" in last  # --gpus all reached the engine, which has no GPU runtime
     assert project.run_env()["STATUS"] == "start-failed"
 
 
