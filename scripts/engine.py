@@ -42,16 +42,22 @@ START_TIMEOUT = 60  # seconds for dockerd to answer (first start: ~5 s)
 STOP_TIMEOUT = 30   # seconds between SIGTERM and SIGKILL
 
 
+def is_dockerd(pid: int) -> bool:
+    """Whether `pid` is a dockerd running on our data root (not another daemon, not a reused PID)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmdline) and Path(cmdline[0].decode()).name == "dockerd" and str(DATA_ROOT).encode() in cmdline
+
+
 def our_pid() -> int | None:
     """The PID of the dockerd this script started, if it still runs."""
     try:
         pid = int(PIDFILE.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    if cmdline and Path(cmdline[0].decode()).name == "dockerd" and str(DATA_ROOT).encode() in cmdline:
-        return pid
-    return None
+    return pid if is_dockerd(pid) else None
 
 
 def start() -> int:
@@ -103,7 +109,7 @@ def stop() -> int:
         os.kill(pid, sig)
         deadline = time.time() + wait
         while time.time() < deadline:
-            if our_pid() is None or not Path(f"/proc/{pid}").exists():
+            if not is_dockerd(pid):  # gone (dockerd drops its pidfile before it has finished)
                 state.info(f"engine: dockerd (pid {pid}) stopped")
                 PIDFILE.unlink(missing_ok=True)
                 return state.EXIT_OK

@@ -206,7 +206,7 @@ IN_CONTAINER = {         # where the runner mounts what the harness needs
 }
 # Runs in the container: the harness with its output appended to the attempt's log in
 # the STATE_DIR mount, so the log survives the death of train.py like the local
-# runner's. A constant string: the values arrive as "$1" and "$2", never pasted in.
+# runner's. A constant string: the paths arrive as "$0", "$1", "$2", never pasted in.
 IN_CONTAINER_COMMAND = 'exec python -u "$0" "$1" >>"$2" 2>&1'
 
 
