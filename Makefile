@@ -17,6 +17,10 @@ PY := $(PYTHON) -u
 SYSTEM_PYTHON ?= python3
 PIP_FLAGS ?= --quiet
 PYTEST_ARGS ?=
+# Debian packages make test needs (make system-deps installs the missing ones as root)
+SYSTEM_PACKAGES ?= system-packages.txt
+# Image variants for make wheels/images/images-push (empty: keras sklearn; gpu on request)
+VARIANTS ?=
 # Configuration keys (TARGET_ACCURACY, DATA_DIR, ...) are never given defaults here:
 # scripts/state.py holds them, so that .env is not shadowed by an exported default.
 
@@ -92,13 +96,68 @@ notify: setup
 
 ##@ Containers (issue: Containers)
 
+## Install the Debian packages listed in SYSTEM_PACKAGES that are missing (as root; else a warning)
+.PHONY: system-deps
+system-deps:
+	@missing=$$(sed -e 's/#.*//' $(SYSTEM_PACKAGES) | xargs -n1 2>/dev/null | while read -r pkg; do \
+	    dpkg-query -W -f='$${Status}\n' "$$pkg" 2>/dev/null | grep -q 'ok installed' || echo "$$pkg"; done | xargs); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "warning: system packages missing: $$missing; install them as root (make system-deps); the tests that need them skip" >&2; \
+	  exit 0; fi; \
+	echo "==> installing system packages: $$missing" >&2; \
+	log=$$(mktemp); \
+	if DEBIAN_FRONTEND=noninteractive apt-get update -q >$$log 2>&1 && \
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >>$$log 2>&1; then rm -f $$log; \
+	else echo "warning: apt-get could not install $$missing ($$(tail -n1 $$log)); the tests that need them skip" >&2; rm -f $$log; fi
+
+## Start a Docker engine of our own (dockerd, data root in build/docker) unless one answers
+.PHONY: engine-start
+engine-start: setup
+	@$(PY) scripts/engine.py start
+
+## Stop the engine make engine-start started (never another one)
+.PHONY: engine-stop
+engine-stop: setup
+	@$(PY) scripts/engine.py stop
+
+## Make the local Debian base image BASE_IMAGE (debootstrap + docker import; no Docker Hub)
+.PHONY: base-image
+base-image: setup
+	@$(PY) scripts/images.py base
+
+## Download the images' wheels into build/wheels/ (the one step that needs PyPI)
+.PHONY: wheels
+wheels: setup
+	@$(PY) scripts/images.py wheels $(VARIANTS)
+
+## Build the keras and sklearn images without pulling anything (VARIANTS=gpu for the CUDA one)
+.PHONY: images
+images: setup
+	@$(PY) scripts/images.py build $(VARIANTS)
+
+## Print the images' sizes against their limits (keras 1.5 GB, sklearn 400 MB)
+.PHONY: images-check
+images-check: setup
+	@$(PY) scripts/images.py check
+
+## Tag and push the built images to DOCKER_REGISTRY
+.PHONY: images-push
+images-push: setup
+	@$(PY) scripts/images.py push $(VARIANTS)
+
+## Pull the images from DOCKER_REGISTRY and tag them as IMAGE_KERAS/IMAGE_SKLEARN
+.PHONY: images-pull
+images-pull: setup
+	@$(PY) scripts/images.py pull $(VARIANTS)
+
 ##@ Jenkins (issue: Jenkins as code)
 
 ##@ Quality
 
 ## Run the test suite (sets itself up; slow end-to-end tests included)
 .PHONY: test
-test: setup
+test: setup system-deps
 	@$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 ## Run the fast tests only (skips the ones marked slow)

@@ -8,6 +8,9 @@ its exit code and stops it. What identifies a run is a small dict of run.env fie
 status — can ask about a run another one started.
 
   local   a child process in its own session (the embedded default; no Docker needed)
+  docker  a container of the image for the model's type (docker/Dockerfile), named
+          tweakops-<type>, through the docker CLI with argument lists (never a shell
+          string made from values); see DockerRunner
 
     runner = runners.get("local", cfg)
     fields = runner.start(job)          # -> {"PID": ..., "PID_START": ...}
@@ -188,7 +191,238 @@ class LocalRunner(Runner):
                 time.sleep(0.1)
 
 
-RUNNERS: dict[str, type[Runner]] = {"local": LocalRunner}
+# ---------------------------------------------------------------------------
+# Docker
+
+DOCKER_TIMEOUT = 120     # seconds for one docker CLI call (inspect, rm, run --detach)
+PIDS_LIMIT = 1024        # TensorFlow's thread pools count as pids; a fork bomb stops here
+CONTAINER_UID = 1000     # the images' user; used when tweakops itself runs as root
+ALIVE_EVERY = 1.0        # seconds a "running" answer of docker inspect is trusted
+IN_CONTAINER = {         # where the runner mounts what the harness needs
+    "checkout": "/workspace",
+    "data": "/data",
+    "state": "/state",
+    "harness": "/opt/tweakops/harness.py",
+}
+# Runs in the container: the harness with its output appended to the attempt's log in
+# the STATE_DIR mount, so the log survives the death of train.py like the local
+# runner's. A constant string: the paths arrive as "$0", "$1", "$2", never pasted in.
+IN_CONTAINER_COMMAND = 'exec python -u "$0" "$1" >>"$2" 2>&1'
+
+
+def docker_reason(stderr: str) -> str:
+    """Docker's own reason from its stderr, without the "Run 'docker run --help'" hint."""
+    lines = [line.strip() for line in stderr.splitlines()
+             if line.strip() and not line.startswith("Run '") and not line.startswith("See '")]
+    reason = lines[-1] if lines else "(no message)"
+    return reason[len("docker: "):] if reason.startswith("docker: ") else reason
+
+
+def docker_cli(*args: str, check: bool = True, what: str = "", code: int = state.EXIT_RUNNER_FAILED,
+               timeout: float = DOCKER_TIMEOUT) -> subprocess.CompletedProcess:
+    """Run the docker CLI with an argument list; a failure raises one line naming `what`."""
+    what = what or f"docker {args[0]}"
+    try:
+        proc = subprocess.run(["docker", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout)
+    except FileNotFoundError:
+        raise state.TweakopsError("the docker CLI is not installed; run make system-deps (Debian's docker.io) "
+                                  "or use RUNNER=local", state.EXIT_RUNNER_FAILED) from None
+    except subprocess.TimeoutExpired:
+        raise state.TweakopsError(f"{what} did not answer in {timeout:.0f}s; is the Docker engine hung?", code) from None
+    if check and proc.returncode != 0:
+        raise state.TweakopsError(f"{what} failed: {docker_reason(proc.stderr)}", code)
+    return proc
+
+
+def engine_version(timeout: float = 10) -> str | None:
+    """The engine's version when one answers the docker CLI (DOCKER_HOST or the default socket)."""
+    try:
+        proc = docker_cli("version", "--format", "{{.Server.Version}}", check=False, timeout=timeout)
+    except state.TweakopsError:
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def image_present(image: str) -> bool:
+    return docker_cli("image", "inspect", "--format", "{{.Id}}", image, check=False).returncode == 0
+
+
+class DockerRunner(Runner):
+    """The harness in a container of the image for the model's type.
+
+    Mounts: the checkout at /workspace (the working directory), DATA_DIR read-only at
+    /data, STATE_DIR read-write at /state (log, metrics, heartbeat, result,
+    checkpoints: the same files as under the local runner) and scripts/harness.py
+    read-only. Untrusted code: no network, no capabilities, no new privileges, a
+    read-only root file system with a tmpfs /tmp, memory (no swap), CPU and pid limits,
+    a non-root user: 1000:1000 when tweakops runs as root (the writable paths are
+    handed to that uid first), else the caller's own uid, so the files it writes stay
+    the caller's. The container is kept after it exits, for `docker logs`/`inspect`
+    and the OOM check, and removed when the next attempt of that type starts.
+
+    Failures set STATUS in run.env and exit 5 (EXIT_RUNNER_FAILED) with one line:
+    engine-down, image-missing, start-failed, oom.
+    """
+
+    name = "docker"
+
+    @classmethod
+    def usable(cls, cfg: dict) -> bool:
+        """For RUNNER=auto: an engine answers and the image this run needs is there."""
+        if engine_version() is None:
+            return False
+        run = state.read_run(cfg)
+        images = [run["IMAGE"]] if run.get("IMAGE") else [cfg["IMAGE_KERAS"], cfg["IMAGE_SKLEARN"]]
+        return all(image_present(image) for image in images)
+
+    def fail(self, status: str, message: str) -> None:
+        state.update_run(self.cfg, STATUS=status)
+        raise state.TweakopsError(message, state.EXIT_RUNNER_FAILED)
+
+    def image_for(self, job: Job) -> str:
+        if job.framework == "keras" and self.cfg.get("GPUS"):
+            return self.cfg["IMAGE_GPU"]
+        return job.image or self.cfg["IMAGE_SKLEARN" if job.framework == "sklearn" else "IMAGE_KERAS"]
+
+    @staticmethod
+    def container_name(job: Job) -> str:
+        return f"tweakops-{job.model_type}"
+
+    def user(self, job: Job) -> str:
+        """The uid:gid to run as; as root, hand the paths the harness writes to that uid."""
+        if os.geteuid() != 0:
+            return f"{os.getuid()}:{os.getgid()}"
+        writable = [job.state_dir, job.log.parent, job.log]
+        for kind in ("metrics", "result", "checkpoints"):
+            writable.append((job.state_dir / job.state_path(kind)).parent)
+        writable.append(job.state_dir / job.state_path("heartbeat"))
+        for path in writable:
+            if path.exists():
+                os.chown(path, CONTAINER_UID, CONTAINER_UID)
+        checkpoints = job.state_dir / job.state_path("checkpoints")
+        if checkpoints.exists():  # a resumed attempt: its backup was written by the container
+            for path in [checkpoints, *checkpoints.rglob("*")]:
+                os.lchown(path, CONTAINER_UID, CONTAINER_UID)
+        return f"{CONTAINER_UID}:{CONTAINER_UID}"
+
+    def cpus(self) -> str:
+        wanted = float(self.cfg["TRAIN_CPUS"] or 0)
+        available = os.cpu_count() or 1
+        if wanted <= 0:
+            return str(available)
+        if wanted > available:
+            state.info(f"docker: TRAIN_CPUS={self.cfg['TRAIN_CPUS']} but this machine has {available}; using {available}")
+            return str(available)
+        return str(wanted)
+
+    def start(self, job: Job) -> dict[str, str]:
+        version = engine_version()
+        if version is None:
+            self.fail("engine-down", "no Docker engine answers (docker version failed); start one with "
+                      "make engine-start, or use RUNNER=local")
+        image = self.image_for(job)
+        if not image_present(image):
+            self.fail("image-missing", f"image {image} is missing; build it with make images "
+                      "(or make images-pull with DOCKER_REGISTRY set)")
+        name = self.container_name(job)
+        # the previous instance of this name goes first, running or not
+        removed = docker_cli("rm", "--force", name, check=False)
+        if removed.returncode != 0 and "No such container" not in removed.stderr:
+            self.fail("start-failed", f"could not remove the old container {name}: {docker_reason(removed.stderr)}")
+        mounts = {"checkout": job.checkout, "data": job.data_dir, "state": job.state_dir, "harness": HARNESS}
+        for what, path in mounts.items():
+            if "," in str(path) or '"' in str(path):
+                raise state.TweakopsError(f"{path} ({what}) contains a comma or a quote, which docker --mount "
+                                          "cannot take; move it to a plain path")
+        for kind in ("metrics", "result", "checkpoints"):
+            (job.state_dir / job.state_path(kind)).parent.mkdir(parents=True, exist_ok=True)
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        job.log.touch()
+        cfg = self.cfg
+        env = job.harness_env(IN_CONTAINER["state"], IN_CONTAINER["data"])
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", str(cfg.get("TF_CPP_MIN_LOG_LEVEL", "2")))
+        env["HOME"] = "/tmp"
+        args = [
+            "run", "--detach", "--name", name,
+            "--label", f"tweakops.attempt={job.attempt}", "--label", f"tweakops.state={job.state_dir}",
+            "--network", "none", "--user", self.user(job),
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--read-only", "--tmpfs", "/tmp",
+            "--memory", str(cfg["TRAIN_MEMORY"]), "--memory-swap", str(cfg["TRAIN_MEMORY"]),
+            "--cpus", self.cpus(), "--pids-limit", str(PIDS_LIMIT),
+            "--mount", f"type=bind,source={job.checkout},target={IN_CONTAINER['checkout']}",
+            "--mount", f"type=bind,source={job.data_dir},target={IN_CONTAINER['data']},readonly",
+            "--mount", f"type=bind,source={job.state_dir},target={IN_CONTAINER['state']}",
+            "--mount", f"type=bind,source={HARNESS},target={IN_CONTAINER['harness']},readonly",
+            "--workdir", IN_CONTAINER["checkout"],
+        ]
+        for key, value in sorted(env.items()):
+            args += ["--env", f"{key}={value}"]
+        if cfg.get("GPUS"):
+            args += ["--gpus", str(cfg["GPUS"])]
+        in_log = f"{IN_CONTAINER['state']}/{job.log.relative_to(job.state_dir)}"
+        args += [image, "sh", "-c", IN_CONTAINER_COMMAND, IN_CONTAINER["harness"], job.model_file, in_log]
+        started = docker_cli(*args, check=False)
+        if started.returncode != 0:
+            self.fail("start-failed", f"container {name} could not start: {docker_reason(started.stderr)}")
+        state.info(f"docker: container {name} ({started.stdout.strip()[:12]}) from {image} on Docker {version}")
+        return {"CONTAINER": name}
+
+    def inspect(self, name: str) -> dict | None:
+        proc = docker_cli("inspect", "--type", "container", "--format", "{{json .State}}", name, check=False)
+        if proc.returncode != 0:
+            return None
+        return json.loads(proc.stdout)
+
+    def alive(self, fields: dict[str, str]) -> bool:
+        name = fields.get("CONTAINER")
+        if not name:
+            return False
+        # train.py asks 5 times a second; each `docker inspect` costs ~20 ms of CPU
+        seen = getattr(self, "_seen_running", {})
+        if time.time() - seen.get(name, 0) < ALIVE_EVERY:
+            return True
+        try:
+            info = self.inspect(name)
+        except state.TweakopsError:
+            return False
+        running = bool(info and info.get("Running"))
+        self._seen_running = {name: time.time()} if running else {}
+        return running
+
+    def wait(self, fields: dict[str, str], poll: float = 0.5) -> int:
+        name = fields.get("CONTAINER") or ""
+        while True:
+            try:
+                info = self.inspect(name)
+            except state.TweakopsError:
+                info = None
+            if info is None:
+                if engine_version() is None:
+                    self.fail("engine-down", f"the Docker engine stopped answering while {name} ran; "
+                              "start it (make engine-start) and make watchdog restarts the attempt")
+                self.fail("start-failed", f"container {name} is gone (removed from outside?)")
+            if not info.get("Running") and info.get("Status") not in ("created", "restarting"):
+                break
+            time.sleep(poll)
+        code = int(info.get("ExitCode", 0))
+        if info.get("OOMKilled"):
+            state.update_run(self.cfg, EXIT_CODE=code)
+            self.fail("oom", f"container {name} ran out of memory (TRAIN_MEMORY={self.cfg['TRAIN_MEMORY']}) and "
+                      "was killed; raise TRAIN_MEMORY or make the model smaller")
+        if info.get("Error"):
+            self.fail("start-failed", f"container {name} could not start: {info['Error']}")
+        return code
+
+    def stop(self, fields: dict[str, str], grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; the container stays for inspection."""
+        name = fields.get("CONTAINER")
+        if name and self.alive(fields):
+            docker_cli("stop", "--time", str(int(grace)), name, check=False, timeout=grace + DOCKER_TIMEOUT)
+
+
+RUNNERS: dict[str, type[Runner]] = {"local": LocalRunner, "docker": DockerRunner}
 
 
 def get(name: str, cfg: dict) -> Runner:

@@ -60,6 +60,7 @@ DEFAULTS: dict[str, object] = {
     "SEED": 42,                         # fixed seed: the same source gives comparable accuracy
     "IMAGE_KERAS": "tweakops/keras:latest",      # image for cnn, rnn, mlp
     "IMAGE_SKLEARN": "tweakops/sklearn:latest",  # image for sklearn
+    "IMAGE_GPU": "tweakops/keras-gpu:latest",    # image for cnn, rnn, mlp when GPUS is set
     "TRAIN_MEMORY": "4g",               # docker --memory
     "TRAIN_CPUS": "2",                  # docker --cpus
     "GPUS": "",                         # docker --gpus value ("all") on GPU agents
@@ -90,7 +91,10 @@ DEFAULTS: dict[str, object] = {
     "JENKINS_USER": "",
     "JENKINS_TOKEN": "",
     "JENKINS_LABEL": "",
-    "DOCKER_REGISTRY": "",
+    "DOCKER_REGISTRY": "",              # host[:port] that make images-push/images-pull use
+    # images (make images)
+    "BASE_IMAGE": "tweakops/base:bookworm",  # the local Debian base (make base-image); python:3.11-slim with Docker Hub
+    "DEBIAN_MIRROR": "http://deb.debian.org/debian",  # where debootstrap gets the base's packages
     # output
     "DEBUG": False,                     # print tracebacks
 }

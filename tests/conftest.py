@@ -105,3 +105,46 @@ class Project:
 @pytest.fixture
 def project(tmp_path, digits) -> Project:
     return Project(tmp_path, digits)
+
+
+# ---------------------------------------------------------------------------
+# Docker (tests marked docker): a real engine, real images, built without pulling.
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """An engine that answers: the machine's own, else a dockerd started here and stopped
+    at the end (scripts/engine.py). Where none can run, the tests skip saying why."""
+    import runners
+
+    started = False
+    if runners.engine_version() is None:
+        if shutil.which("dockerd") is None or shutil.which("docker") is None:
+            pytest.skip("no Docker engine: docker.io is not installed (make system-deps installs it as root)")
+        if os.geteuid() != 0:
+            pytest.skip("no Docker engine answers and only root can start dockerd (make engine-start)")
+        result = subprocess.run([PYTHON, str(SCRIPTS / "engine.py"), "start"], capture_output=True, text=True,
+                                env={**os.environ, "TWEAKOPS_ENV_FILE": os.devnull}, timeout=120)
+        if result.returncode != 0:
+            pytest.skip(f"no Docker engine: {result.stderr.strip().splitlines()[-1]}")
+        started = True
+    yield runners.engine_version()
+    if started:
+        subprocess.run([PYTHON, str(SCRIPTS / "engine.py"), "stop"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def docker_image(docker_engine):
+    """build(variant) -> tag: the image, built once per session only when missing or out of
+    date (base, wheels and layers are cached under build/, so a second run takes seconds)."""
+    done: dict[str, str] = {}
+
+    def build(variant: str) -> str:
+        if variant not in done:
+            env = {**os.environ, "TWEAKOPS_ENV_FILE": os.devnull}
+            result = subprocess.run([PYTHON, str(SCRIPTS / "images.py"), "build", variant], env=env,
+                                    capture_output=True, text=True, timeout=1800)
+            assert result.returncode == 0, result.stderr[-3000:]
+            done[variant] = state.DEFAULTS[{"keras": "IMAGE_KERAS", "sklearn": "IMAGE_SKLEARN"}[variant]]
+        return done[variant]
+
+    return build
