@@ -89,12 +89,14 @@ def run_target(directory: Path, target: str, capture_stdout: bool) -> tuple[int,
     return (int(match.group(1)) if match else rc), stdout
 
 
-def collect(paths_text: str, dest: Path) -> list[Path]:
-    """Copy the existing files/folders named on the lines of paths_text into dest."""
+def collect(paths_text: str, base: Path, dest: Path) -> list[Path]:
+    """Copy the existing files/folders named on the lines of paths_text (relative: to base) into dest."""
     copied = []
     for line in paths_text.splitlines():
-        src = Path(line.strip())
-        if not line.strip() or not src.is_absolute() or not src.exists():
+        if not line.strip():
+            continue
+        src = base / line.strip()  # an absolute line stays as it is
+        if not src.exists():
             continue
         target = dest / src.name
         if src.is_dir():
@@ -135,7 +137,7 @@ def main(argv=None) -> int:
         print(f"==> make {target} failed with exit code {code}", file=sys.stderr, flush=True)
         return code
     if dest is not None:
-        for path in collect("\n".join(printed), dest):
+        for path in collect("\n".join(printed), args.directory, dest):
             print(f"==> artifact: {path}", file=sys.stderr, flush=True)
     return 0
 
