@@ -15,7 +15,7 @@ VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 PY := $(PYTHON) -u
 SYSTEM_PYTHON ?= python3
-PIP_QUIET ?= -q
+PIP_FLAGS ?= --quiet
 PYTEST_ARGS ?=
 # Configuration keys (TARGET_ACCURACY, DATA_DIR, ...) are never given defaults here:
 # scripts/state.py holds them, so that .env is not shadowed by an exported default.
@@ -29,8 +29,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PYTHON) || $(SYSTEM_PYTHON) -m venv $(VENV)
 	@echo "==> installing requirements into $(VENV) (first time: ~2 min)" >&2
-	@$(PYTHON) -m pip install $(PIP_QUIET) --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
-	@$(PYTHON) -c "import tensorflow, sklearn, libcst, requests" 2>/dev/null || { echo "error: the requirements did not install; run make setup PIP_QUIET= to see why" >&2; exit 2; }
+	@$(PYTHON) -m pip install $(PIP_FLAGS) --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+	@$(PYTHON) -c "import tensorflow, sklearn, libcst, requests" 2>/dev/null || { echo "error: the requirements did not install; run make setup PIP_FLAGS= to see why" >&2; exit 2; }
 	@touch $@
 
 ## Generate the example dataset (scikit-learn's digits as PNGs in DATA_DIR)

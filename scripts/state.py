@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import traceback
@@ -38,13 +39,15 @@ EXIT_TRAINING_FAILED = 4  # the user's script failed
 EXIT_RUNNER_FAILED = 5    # engine down, image missing, OOM-killed, cannot start
 EXIT_PUBLISH_FAILED = 6   # commit or push failed
 EXIT_NOTIFY_FAILED = 7    # SMTP or webhook failed
+EXIT_NO_TWEAK_LEFT = 8    # tweak: every rule has been tried
+EXIT_NO_CHANGE = 9        # fetch --if-changed: the remote head did not move
 
 # ---------------------------------------------------------------------------
 # Configuration: one block of defaults, grouped by topic. Type is the default's type
 # (str, int, float, bool); "" means "not set".
 DEFAULTS: dict[str, object] = {
     # the model
-    "MODEL_REPO": "remote/model.git",   # URL or path of the model's git repository
+    "MODEL_REPO": "",                   # URL or path of the model's git repository; "" = remote/<EXAMPLE>.git
     "MODEL_BRANCH": "main",             # branch to fetch
     "MODEL_FILE": "",                   # entry script in the repo; "" = find it
     "EXAMPLE": "cnn",                   # bundled example that seeds the local remote: cnn, rnn, sklearn
@@ -94,6 +97,9 @@ DEFAULTS: dict[str, object] = {
     # output
     "DEBUG": False,                     # print tracebacks
 }
+
+EXAMPLES = ("cnn", "rnn", "sklearn")  # bundled example models in models/
+
 
 class TweakopsError(Exception):
     """An error a user can act on: printed as one line, exits with `code`."""
@@ -250,7 +256,11 @@ def config(env_file: str | os.PathLike | None = None, environ: dict | None = Non
         raise TweakopsError(f"RUNNER={cfg['RUNNER']!r} is unknown; use local, docker or auto")
     for key in ("STATE_DIR", "DATA_DIR", "CHECKOUT_DIR"):
         cfg[key] = str(_abspath(cfg[key]))
-    if cfg["MODEL_REPO"] and "://" not in cfg["MODEL_REPO"] and not re.match(r"^[\w.-]+@[\w.-]+:", cfg["MODEL_REPO"]):
+    if not cfg["MODEL_REPO"]:
+        if cfg["EXAMPLE"] not in EXAMPLES:
+            raise TweakopsError(f"EXAMPLE={cfg['EXAMPLE']!r} is unknown; use one of {', '.join(EXAMPLES)}")
+        cfg["MODEL_REPO"] = f"remote/{cfg['EXAMPLE']}.git"
+    if "://" not in cfg["MODEL_REPO"] and not re.match(r"^[\w.-]+@[\w.-]+:", cfg["MODEL_REPO"]):
         cfg["MODEL_REPO"] = str(_abspath(cfg["MODEL_REPO"]))
     return cfg
 
@@ -374,6 +384,41 @@ def update_history(cfg: dict, attempt: int, **fields: object) -> None:
         atomic_write(history_path(cfg), "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
+def git(cfg: dict, *args: str, cwd: str | os.PathLike | None = None, check: bool = True,
+        what: str = "git") -> subprocess.CompletedProcess:
+    """Run git with an argument list (never a shell string), as the configured identity.
+
+    A failure raises TweakopsError naming `what` and git's last line of stderr.
+    """
+    env = dict(os.environ)
+    for role in ("AUTHOR", "COMMITTER"):
+        env[f"GIT_{role}_NAME"] = cfg["GIT_AUTHOR_NAME"]
+        env[f"GIT_{role}_EMAIL"] = cfg["GIT_AUTHOR_EMAIL"]
+    env["GIT_TERMINAL_PROMPT"] = "0"  # never wait on a password prompt (no stdin in CI)
+    proc = subprocess.run(["git", *args], cwd=cwd, env=env, text=True, capture_output=True)
+    if check and proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise TweakopsError(f"{what} failed: {scrub(last)}", EXIT_FAILURE)
+    return proc
+
+
+def scrub(text: str) -> str:
+    """Hide credentials in URLs (https://user:secret@host -> https://***@host)."""
+    return re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", text)
+
+
+def source_hash(text: str) -> str:
+    """Hash of a Python source that ignores comments and formatting (the attempt cache key)."""
+    import ast
+    import hashlib
+
+    try:
+        canonical = ast.dump(ast.parse(text))
+    except SyntaxError:
+        canonical = text
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -421,4 +466,13 @@ def main(fn, argv=None) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         code = 130
+    _record_exit(code or 0)
     sys.exit(code or 0)
+
+
+def _record_exit(code: int) -> None:
+    """STATE_DIR/exit_code keeps the last stage's exact code: make itself always exits 2."""
+    try:
+        atomic_write(Path(config()["STATE_DIR"]) / "exit_code", f"{code}\n")
+    except (TweakopsError, OSError):
+        pass

@@ -1,0 +1,110 @@
+"""Job 1: bring the model code in — clone or update MODEL_REPO at MODEL_BRANCH.
+
+MODEL_REPO is a URL or a path (a bare repository on disk is a real remote). The
+checkout in CHECKOUT_DIR is set to exactly the remote head, as a CI workspace is:
+edits tweak.py made there are dropped (the best source lives in STATE_DIR/best).
+A new commit starts a new run in run.env; a different repository or branch starts
+a new lineage (the old history, counter and best source move to STATE_DIR/previous/).
+
+Reads:  MODEL_REPO, MODEL_BRANCH, CHECKOUT_DIR, STATE_DIR/run.env
+Writes: CHECKOUT_DIR, run.env (RUN_ID, MODEL_REPO, MODEL_BRANCH, COMMIT, STATUS=fetched)
+Exit:   0 fetched; 9 with --if-changed when the remote head did not move;
+        2 repository or branch not found
+
+    $ make fetch
+    $ python scripts/fetch.py --if-changed   # from cron or a hook: 0 only on a new head
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import state
+
+
+def remote_head(cfg: dict) -> str:
+    """The commit MODEL_BRANCH points at on MODEL_REPO (one clear line when it cannot be read)."""
+    repo, branch = cfg["MODEL_REPO"], cfg["MODEL_BRANCH"]
+    if "://" not in repo and ":" not in repo.split("/")[0] and not Path(repo).exists():
+        raise state.TweakopsError(f"MODEL_REPO {repo} does not exist; set MODEL_REPO to a git URL or path (or unset it for the example)")
+    proc = state.git(cfg, "ls-remote", "--heads", repo, check=False)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise state.TweakopsError(f"MODEL_REPO {state.scrub(repo)} is not a readable git repository ({state.scrub(last)}); check the URL and credentials")
+    heads = {}
+    for line in proc.stdout.splitlines():
+        sha, _, ref = line.partition("\t")
+        heads[ref.removeprefix("refs/heads/")] = sha
+    if branch not in heads:
+        known = ", ".join(sorted(heads)) or "none"
+        raise state.TweakopsError(f"branch {branch!r} not found in {state.scrub(repo)} (branches: {known}); set MODEL_BRANCH")
+    return heads[branch]
+
+
+def checkout(cfg: dict) -> str:
+    repo, branch, target = cfg["MODEL_REPO"], cfg["MODEL_BRANCH"], Path(cfg["CHECKOUT_DIR"])
+    same_origin = (target / ".git").exists() and state.git(
+        cfg, "remote", "get-url", "origin", cwd=target, check=False).stdout.strip() == repo
+    if not same_origin:
+        if target.exists():
+            shutil.rmtree(target)
+        state.git(cfg, "clone", "-q", "--branch", branch, repo, str(target), what=f"git clone of {state.scrub(repo)}")
+    else:
+        state.git(cfg, "fetch", "-q", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}", cwd=target, what="git fetch")
+        state.git(cfg, "checkout", "-q", "-B", branch, f"origin/{branch}", cwd=target, what="git checkout")
+        state.git(cfg, "reset", "-q", "--hard", f"origin/{branch}", cwd=target, what="git reset")
+        state.git(cfg, "clean", "-q", "-fdx", cwd=target, what="git clean")
+    return state.git(cfg, "rev-parse", "HEAD", cwd=target).stdout.strip()
+
+
+def new_lineage(cfg: dict) -> None:
+    """Move the previous model's history, counter and best source aside."""
+    sd = state.state_dir(cfg)
+    keep = [p for p in (sd / "history.jsonl", sd / "tweak_count", sd / "best") if p.exists()]
+    if not keep:
+        return
+    dest = sd / "previous" / dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in keep:
+        path.rename(dest / path.name)
+    state.info(f"another repository or branch: the previous history moved to {dest}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--if-changed", action="store_true", help="exit 9 without touching anything when the remote head did not move")
+    args = parser.parse_args(argv)
+    cfg = state.config()
+    run = state.read_run(cfg)
+    state.banner("fetch", f"{state.scrub(cfg['MODEL_REPO'])} @ {cfg['MODEL_BRANCH']}")
+    head = remote_head(cfg)
+    same_source = run.get("MODEL_REPO") == cfg["MODEL_REPO"] and run.get("MODEL_BRANCH") == cfg["MODEL_BRANCH"]
+    if args.if_changed and same_source and run.get("COMMIT") == head:
+        state.info(f"no change: {cfg['MODEL_BRANCH']} is still at {head[:10]}")
+        return state.EXIT_NO_CHANGE
+    with state.locked(cfg, "fetch.lock"):
+        commit = checkout(cfg)
+        if run and not same_source:
+            new_lineage(cfg)
+        if not same_source or run.get("COMMIT") != commit:
+            shutil.rmtree(state.state_dir(cfg) / "best", ignore_errors=True)
+        state.reset_run(
+            cfg,
+            RUN_ID=dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ"),
+            RUN_STARTED_AT=state.now_iso(),
+            MODEL_REPO=cfg["MODEL_REPO"],
+            MODEL_BRANCH=cfg["MODEL_BRANCH"],
+            COMMIT=commit,
+            STATUS="fetched",
+        )
+    subject = state.git(cfg, "log", "-1", "--format=%s", cwd=cfg["CHECKOUT_DIR"]).stdout.strip()
+    state.info(f"checked out {commit[:10]} ({subject}) in {cfg['CHECKOUT_DIR']}")
+    print(commit)
+    return state.EXIT_OK
+
+
+if __name__ == "__main__":
+    state.main(main)

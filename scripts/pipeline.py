@@ -1,0 +1,100 @@
+"""The whole loop: fetch, detect, train, accuracy — then tweak, train, accuracy until the target.
+
+Each stage is its own script run in its own process, exactly as the make targets
+and the Jenkins jobs run them, so the loop only reads exit codes and STATE_DIR:
+
+    fetch -> detect -> train -> accuracy --(3: below target)--> tweak -> train -> accuracy -> …
+                                    `--(0: target met, or cap reached)--> publish -> notify -> report
+
+The loop stops at TARGET_ACCURACY, after MAX_TWEAKS tweaks, after MAX_MINUTES, or
+when no tweak is left. It ends with a summary table.
+
+Reads:  .env / environment (see .env.example)
+Writes: everything the stages write
+Exit:   0 target met; 3 below target at the end; otherwise the failing stage's code
+
+    $ make pipeline
+    $ make pipeline EXAMPLE=rnn TARGET_ACCURACY=0.9
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import state
+
+SCRIPTS = Path(__file__).resolve().parent
+
+
+def stage(name: str, *args: str) -> int:
+    """Run scripts/<name>.py as its own process, its output live on this console."""
+    return subprocess.call([sys.executable, "-u", str(SCRIPTS / f"{name}.py"), *args])
+
+
+def run_attempt() -> int:
+    """train + accuracy; a failed tweak (train exit 3) skips accuracy."""
+    code = stage("train")
+    if code != state.EXIT_OK:
+        return code
+    return stage("parse_accuracy")
+
+
+def summary(cfg: dict, code: int, started: float) -> str:
+    run = state.read_run(cfg)
+    history = [r for r in state.read_history(cfg) if r.get("run") == run.get("RUN_ID")]
+    best = run.get("BEST_ACCURACY")
+    verdict = {state.EXIT_OK: "target met", state.EXIT_BELOW_TARGET: "below target"}.get(code, f"failed (exit {code})")
+    rows = [
+        ["commit", run.get("COMMIT", "")[:12]],
+        ["model", f"{run.get('MODEL_FILE', '?')} ({run.get('MODEL_TYPE', '?')})"],
+        ["runner", run.get("RUNNER", cfg["RUNNER"])],
+        ["attempts", len(history)],
+        ["accuracy", f"{float(best):.4f} (attempt {run.get('BEST_ATTEMPT')})" if best else "none"],
+        ["target", f"{cfg['TARGET_ACCURACY']:.2f}"],
+        ["verdict", verdict],
+        ["wall time", f"{time.time() - started:.0f}s"],
+        ["log", run.get("LOG", "")],
+    ]
+    if run.get("PUBLISHED_COMMIT"):
+        rows.insert(7, ["published", f"{run['PUBLISHED_COMMIT'][:12]} on {run.get('PUBLISHED_BRANCH', '')}"])
+    attempts = [[r.get("attempt"), r.get("tweak", ""), "" if r.get("accuracy") is None else f"{r['accuracy']:.4f}",
+                 f"{r.get('duration', 0):.0f}s", r.get("outcome", "")] for r in history]
+    return (state.table(rows, ["", ""]).split("\n", 2)[2] + "\n\n"
+            + state.table(attempts, ["attempt", "tweak", "accuracy", "time", "outcome"]))
+
+
+def main(argv=None) -> int:
+    cfg = state.config()
+    started = time.time()
+    code = state.EXIT_OK
+    for name in ("fetch", "detect_type"):
+        code = stage(name)
+        if code != state.EXIT_OK:
+            return code
+    code = run_attempt()
+    tweaks = 0
+    deadline = started + cfg["MAX_MINUTES"] * 60
+    while code == state.EXIT_BELOW_TARGET and (SCRIPTS / "tweak.py").exists():
+        if tweaks >= cfg["MAX_TWEAKS"]:
+            state.info(f"stopping: MAX_TWEAKS={cfg['MAX_TWEAKS']} tweaks tried")
+            break
+        if time.time() >= deadline:
+            state.info(f"stopping: MAX_MINUTES={cfg['MAX_MINUTES']} reached")
+            break
+        tweak_code = stage("tweak")
+        if tweak_code == state.EXIT_NO_TWEAK_LEFT:
+            state.info("stopping: no tweak left to try")
+            break
+        if tweak_code != state.EXIT_OK:
+            return tweak_code
+        tweaks += 1
+        code = run_attempt()
+    print(summary(cfg, code, started))
+    return code
+
+
+if __name__ == "__main__":
+    state.main(main)

@@ -1,0 +1,234 @@
+"""Jobs 2-3: train the checked-out model, unmodified, with the configured runner.
+
+The runner starts the harness (scripts/harness.py) on MODEL_FILE with DATA_DIR
+mounted; the harness adds the callbacks that write the metrics file, the heartbeat
+and the BackupAndRestore checkpoint. The output goes to STATE_DIR/logs/attempt-N.log
+and is followed live on the console. At the end one line per attempt is appended to
+history.jsonl (so a killed attempt is never counted twice).
+
+A tweaked attempt that fails (a shape error, a crash of the new code) is recorded as
+failed, the checkout is put back to the best source, and the exit is 3 ("still below
+target") so the loop tries another tweak. The baseline failing is exit 4.
+
+Reads:  run.env (MODEL_FILE, MODEL_TYPE, IMAGE, STATUS, TWEAK…), DATA_DIR, RUNNER, SEED
+Writes: run.env (ATTEMPT, STATUS, PID/CONTAINER, EXIT_CODE, DURATION, LOG, METRICS),
+        logs/attempt-N.log, metrics/attempt-N.json, history.jsonl
+Exit:   0 trained; 2 bad input (data, state); 3 a tweak failed and was reverted;
+        4 the script failed; 5 the runner failed; 1 killed (the watchdog restarts it)
+
+    $ make train
+    $ python scripts/train.py --resume      # re-run the current attempt (the watchdog)
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import runners
+import state
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+LOG_TAIL = 20
+
+
+def check_data(data_dir: Path) -> None:
+    """Missing, empty or corrupt data is one clear line before any training starts."""
+    if not data_dir.is_dir():
+        raise state.TweakopsError(f"DATA_DIR {data_dir} does not exist; run make data or set DATA_DIR")
+    files = [p for p in data_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    if not files:
+        raise state.TweakopsError(f"DATA_DIR {data_dir} is empty; run make data or set DATA_DIR")
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if images:
+        from PIL import Image, UnidentifiedImageError
+
+        for path in images:
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+                raise state.TweakopsError(
+                    f"{path} is not a readable image ({exc.__class__.__name__}); fix or remove it") from None
+
+
+def best_source_path(cfg: dict, model_file: str) -> Path:
+    return state.state_dir(cfg) / "best" / Path(model_file).name
+
+
+def unified_diff(old: str, new: str, name: str) -> str:
+    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{name}", f"b/{name}"))
+
+
+def follow(log: Path, offset: int, runner: runners.Runner, fields: dict) -> int:
+    """Copy the log to stdout as it grows until the run ends; return the exit code."""
+    out = sys.stdout.buffer
+    with open(log, "rb") as f:
+        f.seek(offset)
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not runner.alive(fields):
+                break
+            time.sleep(0.2)
+        code = runner.wait(fields)
+        out.write(f.read())
+        out.flush()
+    return code
+
+
+def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def next_attempt(cfg: dict) -> int:
+    """Attempts are numbered across the lineage: one more than any in the history."""
+    return max([0, *(r.get("attempt", 0) for r in state.read_history(cfg))]) + 1
+
+
+def trained_before(cfg: dict, source_hash: str) -> dict | None:
+    """The last attempt that trained exactly this source (comments and formatting aside)."""
+    for record in reversed(state.read_history(cfg)):
+        if record.get("source_hash") == source_hash and record.get("accuracy") is not None:
+            return record
+    return None
+
+
+def reuse(cfg: dict, run: dict, attempt: int, tweak: str, source: str, cached: dict) -> int:
+    """Never train the same source twice: book the earlier result as this attempt."""
+    state.banner("train", f"attempt {attempt}: this source was trained in attempt {cached['attempt']} "
+                 f"(accuracy {cached['accuracy']:.4f}); not training it again (--force does)")
+    sd = state.state_dir(cfg)
+    record = {
+        "attempt": attempt, "run": run.get("RUN_ID", ""), "commit": run.get("COMMIT", ""),
+        "source_hash": cached["source_hash"], "tweak": tweak or "baseline", "rule": "", "parent": None,
+        "diff": "", "accuracy": None, "duration": 0.0, "exit_code": 0, "runner": "cache",
+        "outcome": "trained", "cached_from": cached["attempt"], "restarts": 0,
+        "log": cached.get("log", ""), "metrics": cached.get("metrics", ""), "started_at": state.now_iso(),
+    }
+    state.append_history(cfg, record)
+    state.update_run(cfg, ATTEMPT=attempt, STATUS="trained", RUNNER="cache", EXIT_CODE=0, DURATION=0,
+                     LOG=str(sd / record["log"]) if record["log"] else None,
+                     METRICS=str(sd / record["metrics"]) if record["metrics"] else None,
+                     ACCURACY=None, ACCURACY_SOURCE=None, TWEAK=tweak or None, RESTARTS=0)
+    return state.EXIT_OK
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resume", action="store_true", help="re-run the current attempt, resuming from its checkpoint")
+    parser.add_argument("--force", action="store_true", help="train even when this source was trained before")
+    args = parser.parse_args(argv)
+    cfg = state.config()
+    run = state.read_run(cfg)
+    if not run.get("MODEL_FILE") or not run.get("MODEL_TYPE"):
+        raise state.TweakopsError("no model detected yet; run make fetch detect first")
+    checkout = Path(cfg["CHECKOUT_DIR"])
+    model_file = run["MODEL_FILE"]
+    source_path = checkout / model_file
+    if not source_path.is_file():
+        raise state.TweakopsError(f"{source_path} not found; run make fetch detect first")
+    data_dir = Path(cfg["DATA_DIR"])
+    check_data(data_dir)
+    sd = state.state_dir(cfg)
+
+    if args.resume:
+        if not run.get("ATTEMPT"):
+            raise state.TweakopsError("no attempt to resume; run make train")
+        attempt = int(run["ATTEMPT"])
+        restarts = int(run.get("RESTARTS") or 0)
+    else:
+        attempt = next_attempt(cfg)
+        restarts = 0
+    tweaked = run.get("STATUS") == "tweaked" or (args.resume and bool(run.get("TWEAK")))
+    tweak = run.get("TWEAK", "") if tweaked else ""
+
+    runner = runners.get(cfg["RUNNER"], cfg)
+    best_path = best_source_path(cfg, model_file)
+    best_attempt = run.get("BEST_ATTEMPT")
+    reference = sd / f"metrics/attempt-{best_attempt}.json" if best_attempt else None
+    job = runners.Job(
+        attempt=attempt, model_file=model_file, model_type=run["MODEL_TYPE"], checkout=checkout,
+        data_dir=data_dir, state_dir=sd, image=run.get("IMAGE", ""), seed=cfg["SEED"],
+        reference=reference if reference is not None and reference.exists() else None)
+    if not args.resume:
+        # a fresh attempt starts clean: no metrics, result or checkpoint of an earlier try
+        for rel in (job.state_path("metrics"), job.state_path("result")):
+            (sd / rel).unlink(missing_ok=True)
+        shutil.rmtree(sd / job.state_path("checkpoints"), ignore_errors=True)
+        job.log.unlink(missing_ok=True)
+    else:
+        (sd / job.state_path("result")).unlink(missing_ok=True)
+
+    source = source_path.read_text(encoding="utf-8")
+    if not args.resume and not args.force:
+        cached = trained_before(cfg, state.source_hash(source))
+        if cached is not None:
+            return reuse(cfg, run, attempt, tweak, source, cached)
+    what = f"attempt {attempt}" + (f" ({tweak})" if tweak else "") + (f", restart {restarts}" if args.resume else "")
+    state.banner("train", f"{what} of {model_file} [{run['MODEL_TYPE']}] with the {runner.name} runner")
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    offset = job.log.stat().st_size if job.log.exists() else 0
+    started = time.time()
+    fields = runner.start(job)
+    fields.update(RESULT=str(sd / job.state_path("result")))
+    state.update_run(
+        cfg, ATTEMPT=attempt, STATUS="running", RUNNER=runner.name, STARTED_AT=state.now_iso(),
+        LOG=str(job.log), METRICS=str(sd / job.state_path("metrics")), EXIT_CODE=None,
+        DURATION=None, ACCURACY=None, ACCURACY_SOURCE=None, RESTARTS=restarts, TWEAK=tweak or None,
+        PID=fields.get("PID"), PID_START=fields.get("PID_START"), CONTAINER=fields.get("CONTAINER"),
+        RESULT=fields["RESULT"])
+    code = follow(job.log, offset, runner, fields)
+    duration = round(time.time() - started, 1)
+    if args.resume:
+        duration = round(duration + float(run.get("DURATION") or 0), 1)  # time before the crash counts
+
+    failed = code != 0
+    status = "trained" if not failed else ("crashed" if code == runners.EXIT_KILLED else "failed")
+    best_source = best_path.read_text(encoding="utf-8") if best_path.exists() else None
+    record = {
+        "attempt": attempt, "run": run.get("RUN_ID", ""), "commit": run.get("COMMIT", ""),
+        "source_hash": state.source_hash(source), "tweak": tweak or "baseline",
+        "rule": run.get("TWEAK_RULE", "") if tweak else "",
+        "parent": int(best_attempt) if best_attempt and tweak else None,
+        "diff": unified_diff(best_source, source, model_file) if best_source is not None else "",
+        "accuracy": None, "duration": duration, "exit_code": code, "runner": runner.name,
+        "outcome": "failed" if failed else "trained", "restarts": restarts,
+        "log": f"logs/attempt-{attempt}.log", "metrics": job.state_path("metrics"),
+        "started_at": run.get("STARTED_AT") if args.resume else state.now_iso(),
+    }
+    if code == runners.EXIT_KILLED:
+        # killed from outside: leave the attempt open for the watchdog to restart
+        state.update_run(cfg, STATUS="crashed", EXIT_CODE=code, DURATION=duration)
+        raise state.TweakopsError(f"attempt {attempt} was killed; make watchdog restarts it from its checkpoint ({job.log})", state.EXIT_FAILURE)
+    state.append_history(cfg, record)
+    state.update_run(cfg, STATUS=status, EXIT_CODE=code, DURATION=duration, PID=None, PID_START=None,
+                     CONTAINER=None)
+    if not failed:
+        state.info(f"attempt {attempt} trained in {duration:.1f}s; log: {job.log}")
+        return state.EXIT_OK
+
+    tail = log_tail(job.log)
+    if tail:
+        print(f"--- last lines of {job.log} ---\n{tail}\n---", file=sys.stderr)
+    last = tail.splitlines()[-1] if tail else "no output"
+    if tweak and best_source is not None:
+        state.atomic_write(source_path, best_source)
+        state.update_run(cfg, STATUS="reverted", TWEAK=tweak)
+        state.warn(f"tweak {tweak!r} failed (exit {code}: {last}); reverted to the best source")
+        return state.EXIT_BELOW_TARGET
+    raise state.TweakopsError(f"training failed (exit {code}): {last}; log: {job.log}", state.EXIT_TRAINING_FAILED)
+
+
+if __name__ == "__main__":
+    state.main(main)

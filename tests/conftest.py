@@ -1,0 +1,107 @@
+"""Shared test fixtures: an isolated tweakops project (state, checkout, data, remote) per test.
+
+Everything is real: a bare git repository on disk as the remote, the generated digits
+dataset, the scripts run as subprocesses exactly as make and Jenkins run them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+PYTHON = sys.executable
+sys.path.insert(0, str(SCRIPTS))
+
+import state  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    """The example dataset, generated once per session."""
+    data = tmp_path_factory.mktemp("data") / "digits"
+    env = {**os.environ, "DATA_DIR": str(data), "TWEAKOPS_ENV_FILE": os.devnull}
+    subprocess.run([PYTHON, str(SCRIPTS / "make_data.py")], env=env, check=True, capture_output=True)
+    return data
+
+
+class Project:
+    """An isolated configuration: its own STATE_DIR, checkout, remote and data."""
+
+    def __init__(self, root: Path, data: Path, example: str = "cnn"):
+        self.root = root
+        self.state = root / "state"
+        self.checkout = root / "checkout"
+        self.remote = root / "remote.git"
+        self.data = data
+        self.env = {
+            **os.environ,
+            "TWEAKOPS_ENV_FILE": os.devnull,     # a developer's .env never leaks into tests
+            "STATE_DIR": str(self.state),
+            "CHECKOUT_DIR": str(self.checkout),
+            "DATA_DIR": str(data),
+            "MODEL_REPO": str(self.remote),
+            "MODEL_BRANCH": "main",
+            "RUNNER": "local",
+            "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
+            "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com",
+            "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+            "NO_COLOR": "1",
+        }
+        for key in list(self.env):
+            if key in state.DEFAULTS and key not in ("STATE_DIR", "CHECKOUT_DIR", "DATA_DIR", "MODEL_REPO",
+                                                     "MODEL_BRANCH", "RUNNER", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL"):
+                del self.env[key]  # the machine's settings never leak in either
+        if example:
+            self.seed_remote(ROOT / "models" / example / "model.py")
+
+    def seed_remote(self, model: Path, name: str = "model.py") -> None:
+        work = self.root / "seed"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        shutil.copy(model, work / name)
+        self.git("init", "-q", "-b", "main", cwd=work)
+        self.git("add", "-A", cwd=work)
+        self.git("commit", "-q", "-m", "model", cwd=work)
+        shutil.rmtree(self.remote, ignore_errors=True)
+        self.git("clone", "-q", "--bare", str(work), str(self.remote))
+
+    def push_change(self, name: str, text: str, message: str = "change") -> str:
+        """Commit `text` as `name` to the remote's main branch, like a developer's push."""
+        work = self.root / "dev"
+        shutil.rmtree(work, ignore_errors=True)
+        self.git("clone", "-q", str(self.remote), str(work))
+        (work / name).write_text(text)
+        self.git("add", "-A", cwd=work)
+        self.git("commit", "-q", "-m", message, cwd=work)
+        self.git("push", "-q", "origin", "main", cwd=work)
+        return self.git("rev-parse", "HEAD", cwd=work).stdout.strip()
+
+    def git(self, *args, cwd=None) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=cwd, env=self.env, check=True, capture_output=True, text=True)
+
+    def script(self, name: str, *args: str, **env) -> subprocess.CompletedProcess:
+        """Run scripts/<name>.py in its own process, as a make target does."""
+        return subprocess.run([PYTHON, str(SCRIPTS / f"{name}.py"), *args], cwd=ROOT,
+                              env={**self.env, **env}, capture_output=True, text=True, timeout=600)
+
+    def make(self, *targets: str, **env) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "-s", *targets], cwd=ROOT, env={**self.env, **env},
+                              capture_output=True, text=True, timeout=900)
+
+    def run_env(self) -> dict:
+        return state.read_env(self.state / "run.env")
+
+    def history(self) -> list[dict]:
+        return state.read_history({"STATE_DIR": str(self.state)})
+
+
+@pytest.fixture
+def project(tmp_path, digits) -> Project:
+    return Project(tmp_path, digits)
