@@ -41,9 +41,10 @@ ZERO = "0" * 40
 
 
 def git(*args: str, cwd: str | os.PathLike | None = None) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    """git's stdout; a failure is bad input here (not a repository, unknown commit)."""
+    proc = state.git(state.config(), *args, cwd=cwd, check=False)
     if proc.returncode != 0:
-        raise state.TweakopsError(f"git {' '.join(args)}: {proc.stderr.strip() or 'failed'}")
+        raise state.TweakopsError(f"git {' '.join(args)}: {(proc.stderr.strip().splitlines() or ['failed'])[-1]}")
     return proc.stdout.strip()
 
 
@@ -137,10 +138,9 @@ def post_commit() -> str:
     branch = git("rev-parse", "--abbrev-ref", "HEAD")
     if branch == "HEAD":
         return "detached HEAD (rebase?): not pushing"
-    remote = subprocess.run(["git", "config", f"branch.{branch}.remote"], capture_output=True, text=True).stdout.strip() or "origin"
-    proc = subprocess.run(["git", "push", "--quiet", remote, "HEAD"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise state.TweakopsError(f"the commit is made but git push {remote} HEAD failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no output'}", state.EXIT_FAILURE)
+    cfg = state.config()
+    remote = state.git(cfg, "config", f"branch.{branch}.remote", check=False).stdout.strip() or "origin"
+    state.git(cfg, "push", "--quiet", remote, "HEAD", what=f"the commit is made, but git push {remote} HEAD")
     return f"pushed {branch} to {remote}"
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -129,8 +130,12 @@ def jenkins_jobs(args: list[str], ini_text: str, workdir: Path) -> str:
     if proc.returncode != 0:
         if os.environ.get("DEBUG") in ("1", "true"):
             sys.stderr.write(log)
-        lines = [line for line in log.splitlines() if line.strip()]
-        raise state.TweakopsError(f"jenkins-jobs {args[0]} failed: {lines[-1].strip() if lines else 'no output'}", state.EXIT_FAILURE)
+        # the exception line says it best ("...JenkinsException: ... authentication failed [401]")
+        lines = [line.strip() for line in log.splitlines() if line.strip()]
+        errors = [line for line in lines if re.match(r"^[\w.]+(Exception|Error): ", line)]
+        why = (errors or lines or ["no output"])[-1]
+        action = next(a for a in args if a in ("test", "update"))
+        raise state.TweakopsError(f"jenkins-jobs {action} failed: {why}", state.EXIT_FAILURE)
     return log
 
 

@@ -325,3 +325,12 @@ def clean_env(tmp: Path, **keys: str) -> dict:
     empty.touch()
     env.update(TWEAKOPS_ENV_FILE=str(empty), STATE_DIR=str(tmp / "state"), NO_COLOR="1", **keys)
     return env
+
+
+def recipe_code(result: subprocess.CompletedProcess) -> int:
+    """The exit code of the script behind a `make` call (make itself always exits 2)."""
+    import re
+    if result.returncode == 0:
+        return 0
+    match = re.search(r"\*\*\* \[[^\]\n]*\] \D*?(\d+)", result.stderr)
+    return int(match.group(1)) if match else result.returncode
