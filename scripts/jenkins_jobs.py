@@ -78,6 +78,8 @@ def build_token(cfg: dict, create: bool = False) -> str:
 def site_values(cfg: dict) -> dict[str, str]:
     values = {var: str(cfg[key]) for var, key in SITE_KEYS.items()}
     values["tweakops_home"] = values["tweakops_home"] or str(state.ROOT)
+    if re.search(r'["$`\\]', values["tweakops_home"]):  # it sits in a double-quoted shell word
+        raise state.TweakopsError(f"JENKINS_TWEAKOPS_HOME={values['tweakops_home']!r}: use a path without quotes, $, ` or backslashes")
     values["build_token"] = build_token(cfg, create=True)
     return values
 

@@ -144,6 +144,8 @@ def test_below_target_exit_3_marks_the_training_jobs_unstable(jobs):
     assert jobs[f"{P}3-train"].shells[0][1] == 3
     assert jobs[f"{P}4-tweak"].shells[0][1] == 3
     assert state.EXIT_BELOW_TARGET == 3  # the code parse_accuracy.py exits with
+    # job 4's fallback to publish is tweak's "no tweak left" code
+    assert getattr(state, "EXIT_NO_TWEAK_LEFT", 8) == 8
 
 
 def test_job1_polls_the_model_repository_and_takes_a_build_token(jobs, xml):
