@@ -153,6 +153,21 @@ images-pull: setup
 
 ##@ Jenkins (issue: Jenkins as code)
 
+## Render the Jenkins jobs (jenkins/*.yaml, filled in from the configuration) to XML in build/jenkins/
+.PHONY: jenkins-jobs
+jenkins-jobs: setup
+	@$(PY) scripts/jenkins_jobs.py render
+
+## Create or update the jobs and their view on JENKINS_URL (as JENKINS_USER with JENKINS_TOKEN)
+.PHONY: jenkins-deploy
+jenkins-deploy: setup
+	@$(PY) scripts/jenkins_jobs.py deploy
+
+## Install the git hook into a model repository: make hooks REPO=path (bare: post-receive starts job 1; else post-commit pushes)
+.PHONY: hooks
+hooks: setup
+	@$(PY) scripts/git_hook.py install "$(REPO)"
+
 ##@ Quality
 
 ## Run the test suite (sets itself up; slow end-to-end tests included)

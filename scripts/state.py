@@ -90,7 +90,10 @@ DEFAULTS: dict[str, object] = {
     "JENKINS_URL": "",
     "JENKINS_USER": "",
     "JENKINS_TOKEN": "",
-    "JENKINS_LABEL": "",
+    "JENKINS_LABEL": "",                # node label the jobs run on (docker, gpu); "" = any node
+    "JENKINS_TWEAKOPS_HOME": "",        # tweakops on the Jenkins agents; "" = this directory
+    "JENKINS_BUILD_TOKEN": "",          # job 1's remote build token (hooks); "" = generated in STATE_DIR
+    "JENKINS_GIT_CREDENTIALS": "",      # Jenkins credentials id for MODEL_REPO; "" = none needed
     "DOCKER_REGISTRY": "",              # host[:port] that make images-push/images-pull use
     # images (make images)
     "BASE_IMAGE": "tweakops/base:bookworm",  # the local Debian base (make base-image); python:3.11-slim with Docker Hub
