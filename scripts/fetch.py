@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 import state
+from publish import is_own_commit
 
 
 def remote_head(cfg: dict) -> str:
@@ -54,7 +55,7 @@ def checkout(cfg: dict) -> str:
         state.git(cfg, "clone", "-q", "--branch", branch, repo, str(target), what=f"git clone of {state.scrub(repo)}")
     else:
         state.git(cfg, "fetch", "-q", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}", cwd=target, what="git fetch")
-        state.git(cfg, "checkout", "-q", "-B", branch, f"origin/{branch}", cwd=target, what="git checkout")
+        state.git(cfg, "checkout", "-q", "-f", "-B", branch, f"origin/{branch}", cwd=target, what="git checkout")
         state.git(cfg, "reset", "-q", "--hard", f"origin/{branch}", cwd=target, what="git reset")
         state.git(cfg, "clean", "-q", "-fdx", cwd=target, what="git clean")
     return state.git(cfg, "rev-parse", "HEAD", cwd=target).stdout.strip()
@@ -100,6 +101,12 @@ def main(argv=None) -> int:
             COMMIT=commit,
             STATUS="fetched",
         )
+    trailers = is_own_commit(cfg["CHECKOUT_DIR"], commit)
+    if trailers:
+        # our own published commit coming back (a push triggers Job 1): confirm, never loop
+        state.update_run(cfg, OWN_COMMIT=1)
+        state.info(f"{commit[:10]} is tweakops' own commit (accuracy {trailers.get('Tweakops-Accuracy', '?')}): "
+                   "it is confirmed, not tweaked again")
     subject = state.git(cfg, "log", "-1", "--format=%s", cwd=cfg["CHECKOUT_DIR"]).stdout.strip()
     state.info(f"checked out {commit[:10]} ({subject}) in {cfg['CHECKOUT_DIR']}")
     print(commit)

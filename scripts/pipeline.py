@@ -6,8 +6,10 @@ and the Jenkins jobs run them, so the loop only reads exit codes and STATE_DIR:
     fetch -> detect -> train -> accuracy --(3: below target)--> tweak -> train -> accuracy -> …
                                     `--(0: target met, or cap reached)--> publish -> notify -> report
 
-The loop stops at TARGET_ACCURACY, after MAX_TWEAKS tweaks, after MAX_MINUTES, or
-when no tweak is left. It ends with a summary table.
+The loop stops at TARGET_ACCURACY or when tweak.py says no tweak may start (MAX_TWEAKS
+tweaks, MAX_MINUTES, no rule left, or the head is tweakops' own published commit).
+Then the best source is published, the report written and the developer notified;
+it ends with a summary table.
 
 Reads:  .env / environment (see .env.example)
 Writes: everything the stages write
@@ -69,29 +71,26 @@ def summary(cfg: dict, code: int, started: float) -> str:
 def main(argv=None) -> int:
     cfg = state.config()
     started = time.time()
-    code = state.EXIT_OK
     for name in ("fetch", "detect_type"):
         code = stage(name)
         if code != state.EXIT_OK:
             return code
     code = run_attempt()
-    tweaks = 0
-    deadline = started + cfg["MAX_MINUTES"] * 60
-    while code == state.EXIT_BELOW_TARGET and (SCRIPTS / "tweak.py").exists():
-        if tweaks >= cfg["MAX_TWEAKS"]:
-            state.info(f"stopping: MAX_TWEAKS={cfg['MAX_TWEAKS']} tweaks tried")
-            break
-        if time.time() >= deadline:
-            state.info(f"stopping: MAX_MINUTES={cfg['MAX_MINUTES']} reached")
-            break
+    # the caps (MAX_TWEAKS, MAX_MINUTES, our own published commit) live in tweak.py: exit 8
+    while code == state.EXIT_BELOW_TARGET:
         tweak_code = stage("tweak")
         if tweak_code == state.EXIT_NO_TWEAK_LEFT:
-            state.info("stopping: no tweak left to try")
             break
         if tweak_code != state.EXIT_OK:
             return tweak_code
-        tweaks += 1
         code = run_attempt()
+    if code in (state.EXIT_OK, state.EXIT_BELOW_TARGET):
+        publish_code = stage("publish")
+        if publish_code != state.EXIT_OK:
+            code = publish_code
+    for name in ("report", "notify"):
+        if (SCRIPTS / f"{name}.py").exists() and stage(name) != state.EXIT_OK:
+            state.warn(f"make {name} failed; the run's result is kept in {cfg['STATE_DIR']}")
     print(summary(cfg, code, started))
     return code
 

@@ -1204,6 +1204,28 @@ def _standalone(args) -> int:
     return state.EXIT_OK
 
 
+def cap_reached(cfg: dict, run: dict, history: list[dict]) -> str | None:
+    """Why no tweak may start now (the one home of the loop's caps), or None.
+
+    Jenkins' job 4 re-triggers itself, so the caps live here, not in a loop: the head
+    being tweakops' own published commit (no loop on our own push), MAX_TWEAKS tweaks
+    in this run, MAX_MINUTES since the run started.
+    """
+    if run.get("OWN_COMMIT") == "1":
+        return "the fetched head is tweakops' own published commit: not tweaking it again"
+    tweaks = sum(1 for r in history if r.get("run") == run.get("RUN_ID") and r.get("tweak") not in (None, "baseline"))
+    if tweaks >= cfg["MAX_TWEAKS"]:
+        return f"MAX_TWEAKS={cfg['MAX_TWEAKS']} tweaks tried in this run"
+    started = run.get("RUN_STARTED_AT")
+    if started:
+        import datetime as dt
+
+        elapsed = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(started)
+        if elapsed.total_seconds() >= cfg["MAX_MINUTES"] * 60:
+            return f"MAX_MINUTES={cfg['MAX_MINUTES']} reached"
+    return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Tweak the model source (Job 4).")
     parser.add_argument("file", nargs="?", help="tweak this file and print the diff (writes nothing)")
@@ -1239,6 +1261,10 @@ def main(argv=None) -> int:
         raise state.TweakopsError(f"{source_file}:{exc.raw_line}: does not parse; fix the source") from None
 
     history = state.read_history(cfg)
+    stop = cap_reached(cfg, run, history)
+    if stop:
+        state.info(f"tweak: {stop}")
+        return state.EXIT_NO_TWEAK_LEFT
     parent = best_attempt(run, history)
     number = state.counter(cfg) + 1
     result = choose(source, model_type, history, parent, Context(number))
