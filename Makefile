@@ -182,7 +182,7 @@ test-fast: setup
 
 ## Remove state, checkout, generated data and the local remote (keeps .venv and .env)
 .PHONY: clean
-clean:
+clean: engine-stop
 	rm -rf state checkout remote data build
 
 ## List the targets
