@@ -503,6 +503,7 @@ def test_make_tweak_after_a_revert_tries_another_rule(workspace):
 
 
 def test_make_tweak_says_when_no_tweak_is_left(workspace):
+    workspace.env["MAX_TWEAKS"] = "100"  # every rule tried, the cap not reached
     for n, r in enumerate(tweak.rules_for("cnn"), start=2):
         state.append_history(workspace.cfg, record(n, r.id, "reverted", 0.5))
     before = workspace.checkout.read_text()
@@ -595,3 +596,25 @@ def test_every_tweak_of_the_keras_examples_still_builds_a_model(example, digits)
                          "batchnorm"} & set(tweaked)
     for rule_id in changes_the_model:
         assert params[1 + list(tweaked).index(rule_id)] != params[0], rule_id
+
+
+def test_make_tweak_stops_at_max_tweaks_for_jenkins_which_has_no_loop(workspace):
+    state.update_run(workspace.cfg, RUN_ID="r1")
+    for n in (2, 3):
+        state.append_history(workspace.cfg, {**record(n, "epochs", "reverted", 0.5), "run": "r1"})
+    state.append_history(workspace.cfg, {**record(4, "filters", "reverted", 0.5), "run": "an older run"})
+    workspace.env["MAX_TWEAKS"] = "2"
+    result = workspace.run()
+    assert result.returncode == 8
+    assert result.stderr.strip() == "tweak: MAX_TWEAKS=2 tweaks tried in this run"
+    workspace.env["MAX_TWEAKS"] = "3"
+    assert workspace.run().returncode == 0
+
+
+def test_make_tweak_never_tweaks_tweakops_own_published_commit(workspace):
+    state.update_run(workspace.cfg, OWN_COMMIT=1)
+    before = workspace.checkout.read_text()
+    result = workspace.run()
+    assert result.returncode == 8
+    assert "own published commit" in result.stderr
+    assert workspace.checkout.read_text() == before
