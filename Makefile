@@ -92,7 +92,44 @@ notify: setup
 
 ##@ Watchdog (issue: Job 6)
 
+## Job 6 (cron): restart a dead or hung training from its checkpoint (safe every minute)
+.PHONY: watchdog
+watchdog: setup
+	@$(PY) scripts/watchdog.py
+
+## Show the current run: attempt, status, heartbeat, epoch reached, accuracy, watchdog actions
+.PHONY: status
+status: setup
+	@$(PY) scripts/status.py
+
+CRON_MARK := \# tweakops-watchdog $(CURDIR)
+CRON_LINE := * * * * * cd $(CURDIR) && make -s watchdog >> $(CURDIR)/state/cron.log 2>&1 $(CRON_MARK)
+
+## Add the crontab line that runs make watchdog every minute (idempotent)
+.PHONY: cron-install
+cron-install:
+	@command -v crontab >/dev/null || { echo "error: crontab not found; install cron (apt-get install cron) or use the systemd timer in the README" >&2; exit 2; }
+	@( crontab -l 2>/dev/null | grep -vF '$(CRON_MARK)'; echo '$(CRON_LINE)' ) | crontab -
+	@echo "cron: make watchdog every minute for $(CURDIR)"
+
+## Remove that crontab line
+.PHONY: cron-remove
+cron-remove:
+	@command -v crontab >/dev/null || { echo "error: crontab not found; nothing to remove" >&2; exit 2; }
+	@( crontab -l 2>/dev/null | grep -vF '$(CRON_MARK)' ) | crontab -
+	@echo "cron: the tweakops watchdog line is removed"
+
 ##@ Report and logs (issue: report)
+
+## Write STATE_DIR/report/ (index.html with the accuracy plot, summary.md); prints the page's path
+.PHONY: report
+report: setup
+	@$(PY) scripts/report.py
+
+## Bundle logs, history, report and best source into STATE_DIR/archives/; prints the archive's path
+.PHONY: logs
+logs: setup
+	@$(PY) scripts/logs.py
 
 ##@ Containers (issue: Containers)
 

@@ -222,9 +222,12 @@ def patch_keras() -> None:
         fit_index = fit_calls[0]
         fit_calls[0] += 1
         callbacks = list(kwargs.pop("callbacks", None) or [])
-        callbacks.append(Recorder(fit_index))
         if CHECKPOINT_DIR:
-            callbacks.append(keras.callbacks.BackupAndRestore(str(Path(CHECKPOINT_DIR) / f"fit-{fit_index}")))
+            # first, so the epoch it restores is known when the Recorder starts;
+            # double_checkpoint: a SIGKILL in the middle of a save leaves the previous backup to load
+            callbacks.append(keras.callbacks.BackupAndRestore(str(Path(CHECKPOINT_DIR) / f"fit-{fit_index}"),
+                                                              double_checkpoint=True))
+        callbacks.append(Recorder(fit_index))
         return original_fit(self, *args, callbacks=callbacks, **kwargs)
 
     def evaluate(self, *args, **kwargs):

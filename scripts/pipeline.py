@@ -21,11 +21,14 @@ Exit:   0 target met; 3 below target at the end; otherwise the failing stage's c
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import runners
 import state
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -68,14 +71,45 @@ def summary(cfg: dict, code: int, started: float) -> str:
             + state.table(attempts, ["attempt", "tweak", "accuracy", "time", "outcome"]))
 
 
+def resume(run: dict) -> int:
+    """Carry on from where a killed pipeline was (the watchdog starts this)."""
+    status = run.get("STATUS", "")
+    state.banner("pipeline", f"resuming at attempt {run.get('ATTEMPT', '?')} (status {status})")
+    if status in ("running", "crashed", "oom"):
+        code = stage("train", "--resume")
+        return stage("parse_accuracy") if code == state.EXIT_OK else code
+    if status == "tweaked":
+        return run_attempt()
+    return stage("parse_accuracy")
+
+
 def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resume", action="store_true", help="carry on from the current state (the watchdog)")
+    args = parser.parse_args(argv)
     cfg = state.config()
     started = time.time()
-    for name in ("fetch", "detect_type"):
-        code = stage(name)
-        if code != state.EXIT_OK:
-            return code
-    code = run_attempt()
+    me = os.getpid()
+    state.update_run(cfg, PIPELINE_PID=me, PIPELINE_PID_START=runners.process_start_time(me))
+    try:
+        return loop(cfg, args.resume, started)
+    finally:
+        if state.read_run(cfg).get("PIPELINE_PID") == str(me):
+            state.update_run(cfg, PIPELINE_PID=None, PIPELINE_PID_START=None)
+
+
+def loop(cfg: dict, resuming: bool, started: float) -> int:
+    if resuming:
+        code = resume(state.read_run(cfg))
+    else:
+        for name in ("fetch", "detect_type"):
+            code = stage(name)
+            if code != state.EXIT_OK:
+                return code
+            if name == "fetch":  # fetch starts a new run.env: say again who runs it
+                me = os.getpid()
+                state.update_run(cfg, PIPELINE_PID=me, PIPELINE_PID_START=runners.process_start_time(me))
+        code = run_attempt()
     # the caps (MAX_TWEAKS, MAX_MINUTES, our own published commit) live in tweak.py: exit 8
     while code == state.EXIT_BELOW_TARGET:
         tweak_code = stage("tweak")
@@ -84,6 +118,9 @@ def main(argv=None) -> int:
         if tweak_code != state.EXIT_OK:
             return tweak_code
         code = run_attempt()
+    if code == state.EXIT_FAILURE:
+        state.info("the attempt was killed: make watchdog restarts it from its checkpoint and carries on")
+        return code
     if code in (state.EXIT_OK, state.EXIT_BELOW_TARGET):
         publish_code = stage("publish")
         if publish_code != state.EXIT_OK:

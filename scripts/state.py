@@ -72,6 +72,7 @@ DEFAULTS: dict[str, object] = {
     # watchdog
     "HEARTBEAT_TIMEOUT": 300,           # seconds without a heartbeat before a run counts as hung
     "MAX_RESTARTS": 3,                  # restarts of one attempt before it is marked failed
+    "RESTART_BACKOFF": 30,              # seconds before the first restart, doubled for each next one
     # publish
     "PUBLISH_BRANCH": "",               # "" = MODEL_BRANCH
     "GIT_AUTHOR_NAME": "tweakops",
@@ -189,6 +190,10 @@ def _str(value: object) -> str:
     return str(value)
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write(path: str | os.PathLike, text: str | bytes) -> None:
     """Write to a temp file beside `path`, fsync, rename: never a torn file."""
     path = Path(path)
@@ -197,6 +202,7 @@ def atomic_write(path: str | os.PathLike, text: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp's 0600 would hide reports from others
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import shutil
 import sys
 import time
@@ -167,8 +168,6 @@ def main(argv=None) -> int:
             (sd / rel).unlink(missing_ok=True)
         shutil.rmtree(sd / job.state_path("checkpoints"), ignore_errors=True)
         job.log.unlink(missing_ok=True)
-    else:
-        (sd / job.state_path("result")).unlink(missing_ok=True)
 
     source = source_path.read_text(encoding="utf-8")
     if not args.resume and not args.force:
@@ -180,15 +179,25 @@ def main(argv=None) -> int:
     job.log.parent.mkdir(parents=True, exist_ok=True)
     offset = job.log.stat().st_size if job.log.exists() else 0
     started = time.time()
-    fields = runner.start(job)
-    fields.update(RESULT=str(sd / job.state_path("result")))
+    result_path = sd / job.state_path("result")
+    if args.resume and runners.read_result(result_path) == 0:
+        # it finished while nobody followed it: book it, never train it again
+        state.info(f"attempt {attempt} had finished cleanly; booking it")
+        fields = {"RESULT": str(result_path)}
+        code = 0
+    else:
+        result_path.unlink(missing_ok=True)
+        fields = runner.start(job)
+        fields.update(RESULT=str(result_path))
+        code = None
     state.update_run(
         cfg, ATTEMPT=attempt, STATUS="running", RUNNER=runner.name, STARTED_AT=state.now_iso(),
         LOG=str(job.log), METRICS=str(sd / job.state_path("metrics")), EXIT_CODE=None,
         DURATION=None, ACCURACY=None, ACCURACY_SOURCE=None, RESTARTS=restarts, TWEAK=tweak or None,
         PID=fields.get("PID"), PID_START=fields.get("PID_START"), CONTAINER=fields.get("CONTAINER"),
-        RESULT=fields["RESULT"])
-    code = follow(job.log, offset, runner, fields)
+        RESULT=fields["RESULT"], FOLLOWER_PID=os.getpid(), FOLLOWER_PID_START=runners.process_start_time(os.getpid()))
+    if code is None:
+        code = follow(job.log, offset, runner, fields)
     duration = round(time.time() - started, 1)
     if args.resume:
         duration = round(duration + float(run.get("DURATION") or 0), 1)  # time before the crash counts

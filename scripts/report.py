@@ -1,0 +1,187 @@
+"""The run report: every attempt, its change and its accuracy, on one page.
+
+Writes STATE_DIR/report/:
+  index.html    self-contained (inline CSS, the plot embedded as a PNG, no network)
+  summary.md    the same story in Markdown, for a mail body, a commit or a PR comment
+  accuracy.png  accuracy per attempt against the target (outcomes marked), and the
+                per-epoch validation curves of the attempts
+
+Reads:  run.env, history.jsonl (the current run: RUN_ID), metrics/attempt-N.json
+Writes: STATE_DIR/report/; prints the path of index.html on stdout
+Exit:   0 written; 2 nothing to report yet
+
+    $ make report
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import state
+
+MARKERS = {  # outcome -> (matplotlib marker, colour)
+    "baseline": ("s", "#555555"), "kept": ("o", "#1a7f37"), "reverted": ("x", "#cf222e"),
+    "failed": ("X", "#8250df"), "stopped-early": ("v", "#bf8700"), "cached": ("D", "#0969da"),
+}
+PLOT_SIZE = (9.0, 4.0)  # inches at 100 dpi: a 900x400 PNG
+
+
+def run_records(cfg: dict, run: dict) -> list[dict]:
+    return [r for r in state.read_history(cfg) if r.get("run") == run.get("RUN_ID")]
+
+
+def rows(records: list[dict]) -> list[dict]:
+    """Attempts with the change against the best accuracy so far."""
+    best = None
+    out = []
+    for r in records:
+        acc = r.get("accuracy")
+        delta = None if acc is None or best is None else acc - best
+        out.append({**r, "delta": delta})
+        if acc is not None and r.get("outcome") in ("baseline", "kept", "cached"):
+            best = acc if best is None else max(best, acc)
+    return out
+
+
+def fmt(value, spec=".4f", empty="—") -> str:
+    return empty if value is None else format(value, spec)
+
+
+def attempt_line(record: dict, best: float | None, target: float, index: int, total: int) -> str:
+    """`attempt 3/10  +conv block  acc 0.874 (best 0.874, target 0.90)  41s  kept`."""
+    return (f"attempt {index}/{total}  {record.get('tweak', '')}  acc {fmt(record.get('accuracy'), '.3f')} "
+            f"(best {fmt(best, '.3f')}, target {target:.2f})  {record.get('duration', 0):.0f}s  "
+            f"{record.get('outcome', '')}")
+
+
+def plot(cfg: dict, records: list[dict], target: float) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=PLOT_SIZE, dpi=100)
+    for outcome, (marker, colour) in MARKERS.items():
+        points = [(r["attempt"], r["accuracy"] if r.get("accuracy") is not None else 0.0)
+                  for r in records if r.get("outcome") == outcome]
+        if points:
+            left.scatter(*zip(*points), marker=marker, color=colour, label=outcome, s=50, zorder=3)
+    left.plot([r["attempt"] for r in records], [r.get("accuracy") or 0.0 for r in records], color="#bbbbbb", zorder=1)
+    left.axhline(target, color="#cf222e", linestyle="--", linewidth=1, label=f"target {target:.2f}")
+    left.set(title="accuracy per attempt", xlabel="attempt", ylabel="accuracy", ylim=(0, 1.02))
+    left.legend(fontsize=7, loc="lower right")
+    sd = state.state_dir(cfg)
+    for r in records:
+        try:
+            epochs = json.loads((sd / r.get("metrics", "")).read_text()).get("epochs", [])
+        except (OSError, ValueError):
+            continue
+        curve = [(e["epoch"], e["val_accuracy"]) for e in epochs if "val_accuracy" in e]
+        if curve:
+            right.plot(*zip(*curve), marker=".", label=f"#{r['attempt']} {r.get('tweak', '')}"[:28])
+    right.axhline(target, color="#cf222e", linestyle="--", linewidth=1)
+    right.set(title="validation accuracy per epoch", xlabel="epoch", ylim=(0, 1.02))
+    if right.get_legend_handles_labels()[0]:
+        right.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def headline(cfg: dict, run: dict, records: list[dict]) -> list[tuple[str, str]]:
+    best = run.get("BEST_ACCURACY")
+    target = cfg["TARGET_ACCURACY"]
+    met = best is not None and float(best) >= target
+    wall = sum(r.get("duration") or 0 for r in records)
+    return [
+        ("model", f"{run.get('MODEL_FILE', '?')} ({run.get('MODEL_TYPE', '?')})"),
+        ("commit", f"{run.get('COMMIT', '')[:12]} → {run.get('PUBLISHED_COMMIT', '')[:12] or 'not published'}"),
+        ("best accuracy", f"{float(best):.4f} (attempt {run.get('BEST_ATTEMPT')})" if best else "none"),
+        ("target", f"{target:.2f}"),
+        ("attempts", str(len(records))),
+        ("training time", f"{wall:.0f}s"),
+        ("verdict", "target met" if met else "below target"),
+    ]
+
+
+def markdown(head, table_rows, best_diff: str) -> str:
+    out = ["## tweakops report", ""]
+    out += [f"- **{k}**: {v}" for k, v in head]
+    out += ["", "| attempt | tweak | accuracy | Δ vs best | time | outcome | restarts |", "|---|---|---|---|---|---|---|"]
+    for r in table_rows:
+        out.append(f"| {r['attempt']} | {r.get('tweak', '')} | {fmt(r.get('accuracy'))} | {fmt(r['delta'], '+.4f')} "
+                   f"| {r.get('duration', 0):.0f}s | {r.get('outcome', '')} | {r.get('restarts', 0)} |")
+    if best_diff:
+        out += ["", "### The change kept", "", "```diff", best_diff.rstrip(), "```"]
+    return "\n".join(out) + "\n"
+
+
+CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#1f2328}
+h1{font-size:1.6em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #d0d7de;padding:4px 10px;text-align:left}
+th{background:#f6f8fa}.kept{color:#1a7f37;font-weight:600}.reverted{color:#cf222e}.failed{color:#8250df}
+.stopped-early{color:#bf8700}pre.diff{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px}
+.add{color:#1a7f37;background:#e6ffec;display:block}.del{color:#cf222e;background:#ffebe9;display:block}
+.hunk{color:#0969da;display:block}img{max-width:100%;border:1px solid #d0d7de}"""
+
+
+def diff_html(diff: str) -> str:
+    lines = []
+    for line in diff.splitlines():
+        cls = ("add" if line.startswith("+") and not line.startswith("+++") else
+               "del" if line.startswith("-") and not line.startswith("---") else
+               "hunk" if line.startswith("@@") else "")
+        text = html.escape(line)
+        lines.append(f'<span class="{cls}">{text}</span>' if cls else text + "\n")
+    return '<pre class="diff">' + "".join(lines) + "</pre>"
+
+
+def page(head, table_rows, png: bytes) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>tweakops report</title><style>{CSS}</style></head><body>",
+             "<h1>tweakops report</h1><table>"]
+    parts += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in head]
+    parts.append("</table>")
+    parts.append(f'<img alt="accuracy per attempt" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+    parts.append("<h2>Attempts</h2><table><tr><th>attempt</th><th>tweak</th><th>accuracy</th><th>Δ vs best</th>"
+                 "<th>time</th><th>outcome</th><th>restarts</th><th>log</th></tr>")
+    for r in table_rows:
+        parts.append(f"<tr><td>{r['attempt']}</td><td>{e(r.get('tweak', ''))}</td><td>{fmt(r.get('accuracy'))}</td>"
+                     f"<td>{fmt(r['delta'], '+.4f')}</td><td>{r.get('duration', 0):.0f}s</td>"
+                     f"<td class='{e(r.get('outcome', ''))}'>{e(r.get('outcome', ''))}</td><td>{r.get('restarts', 0)}</td>"
+                     f"<td><a href='../{e(r.get('log', ''))}'>log</a></td></tr>")
+    parts.append("</table><h2>Changes</h2>")
+    for r in table_rows:
+        if r.get("diff"):
+            parts.append(f"<h3>attempt {r['attempt']}: {e(r.get('tweak', ''))} — {e(r.get('outcome', ''))}</h3>")
+            parts.append(diff_html(r["diff"]))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def main(argv=None) -> int:
+    cfg = state.config()
+    run = state.read_run(cfg)
+    records = run_records(cfg, run)
+    if not records:
+        raise state.TweakopsError("nothing to report yet: no attempt in this run; run make train accuracy first")
+    state.banner("report", f"{len(records)} attempts")
+    table_rows = rows(records)
+    head = headline(cfg, run, records)
+    png = plot(cfg, records, cfg["TARGET_ACCURACY"])
+    kept = [r for r in records if r.get("outcome") == "kept" and r.get("diff")]
+    out = state.state_dir(cfg) / "report"
+    state.atomic_write(out / "accuracy.png", png)
+    state.atomic_write(out / "summary.md", markdown(head, table_rows, kept[-1]["diff"] if kept else ""))
+    state.atomic_write(out / "index.html", page(head, table_rows, png))
+    print(out / "index.html")
+    return state.EXIT_OK
+
+
+if __name__ == "__main__":
+    state.main(main)

@@ -1,0 +1,159 @@
+"""Job 6: restart a dead or hung training; it resumes from its last checkpoint.
+
+Run by cron every minute (`make cron-install`) and safe to run at any time: a lock
+makes exactly one watchdog act, and it acts only on a run marked in progress
+(STATUS running, crashed or oom) whose process or container is gone, or whose
+heartbeat is older than HEARTBEAT_TIMEOUT (hung: it is stopped first). A run whose
+harness wrote exit code 0 finished cleanly and is never restarted.
+
+A restart re-runs the same attempt with the same source (`train.py --resume`); the
+harness's BackupAndRestore resumes at the epoch reached, with the optimizer state.
+When `make pipeline` itself died, the pipeline is restarted in its resume mode, so
+the loop carries on from the attempt it was in. Restarts wait RESTART_BACKOFF × 2^n
+seconds; after MAX_RESTARTS the attempt is marked failed, the developer is notified
+with the log tail, and it is left alone.
+
+Reads:  run.env (STATUS, RUNNER, PID/PID_START or CONTAINER, STARTED_AT, RESTARTS,
+        PIPELINE_PID…), heartbeat, results/, HEARTBEAT_TIMEOUT, MAX_RESTARTS, RESTART_BACKOFF
+Writes: run.env (RESTARTS, NEXT_RESTART_AT, STATUS), logs/watchdog.log, history (failed)
+Exit:   0 always for "nothing to do" / "restarted" / "gave up"; 2 bad configuration
+
+    $ make watchdog
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import runners
+import state
+
+IN_PROGRESS = ("running", "crashed", "oom")
+SCRIPTS = Path(__file__).resolve().parent
+
+
+def log(cfg: dict, message: str) -> None:
+    """One timestamped line in STATE_DIR/logs/watchdog.log (make status shows the last ones)."""
+    path = state.state_dir(cfg) / "logs" / "watchdog.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(f"{state.now_iso()} {message}\n")
+    state.info(f"watchdog: {message}")
+
+
+def heartbeat_age(cfg: dict, run: dict) -> float:
+    """Seconds since the last sign of life: the heartbeat, or the start of the attempt."""
+    times = []
+    beat = state.state_dir(cfg) / "heartbeat"
+    try:
+        parts = beat.read_text().split()
+        if parts and parts[0] == run.get("ATTEMPT"):
+            times.append(float(parts[3]))
+    except (OSError, ValueError, IndexError):
+        pass
+    if run.get("STARTED_AT"):
+        times.append(dt.datetime.fromisoformat(run["STARTED_AT"]).timestamp())
+    return time.time() - max(times) if times else float("inf")
+
+
+def spawn(cfg: dict, script: str, *args: str) -> int:
+    """Start a stage detached from the watchdog (it outlives this cron run)."""
+    out = state.state_dir(cfg) / "logs" / "watchdog-restarts.log"
+    with open(out, "ab") as f:
+        proc = subprocess.Popen([sys.executable, "-u", str(SCRIPTS / f"{script}.py"), *args],
+                                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=state.ROOT)
+    return proc.pid
+
+
+def give_up(cfg: dict, run: dict, why: str) -> None:
+    attempt = int(run.get("ATTEMPT") or 0)
+    state.append_history(cfg, {
+        "attempt": attempt, "run": run.get("RUN_ID", ""), "commit": run.get("COMMIT", ""),
+        "tweak": run.get("TWEAK") or "baseline", "rule": run.get("TWEAK_RULE", ""), "accuracy": None,
+        "duration": float(run.get("DURATION") or 0), "exit_code": int(run.get("EXIT_CODE") or 1),
+        "outcome": "failed", "restarts": int(run.get("RESTARTS") or 0),
+        "log": f"logs/attempt-{attempt}.log", "metrics": f"metrics/attempt-{attempt}.json",
+        "started_at": run.get("STARTED_AT", ""), "diff": "", "source_hash": ""})
+    state.update_run(cfg, STATUS="failed", NEXT_RESTART_AT=None)
+    log(cfg, f"attempt {attempt} gave up: {why}")
+    tail = ""
+    if run.get("LOG"):
+        try:
+            tail = "\n".join(Path(run["LOG"]).read_text(errors="replace").splitlines()[-40:])
+        except OSError:
+            pass
+    import notify
+
+    try:
+        notify.send(cfg, f"[tweakops] failure: attempt {attempt} of {run.get('MODEL_FILE', '?')} keeps crashing",
+                    f"The watchdog restarted attempt {attempt} {run.get('RESTARTS')} times and gave up: {why}.\n\n"
+                    f"Last lines of {run.get('LOG', 'the log')}:\n\n{tail}\n")
+    except state.TweakopsError as exc:
+        log(cfg, f"could not notify: {exc}")
+
+
+def alive_pid(run: dict, who: str) -> bool:
+    """Is the process recorded as <who>_PID (+ its start time, against PID reuse) alive?"""
+    pid = run.get(f"{who}_PID")
+    return bool(pid) and runners.process_start_time(int(pid)) == run.get(f"{who}_PID_START")
+
+
+def check(cfg: dict) -> str:
+    run = state.read_run(cfg)
+    status = run.get("STATUS", "")
+    if status not in IN_PROGRESS:
+        return f"nothing to do (status {status or 'none'})"
+    attempt = run.get("ATTEMPT", "?")
+    runner = runners.get(run.get("RUNNER") or "local", cfg)
+    alive = runner.alive(run)
+    if alive:
+        age = heartbeat_age(cfg, run)
+        if age <= cfg["HEARTBEAT_TIMEOUT"]:
+            return f"attempt {attempt} is alive (heartbeat {age:.0f}s ago)"
+        log(cfg, f"attempt {attempt} is hung: no heartbeat for {age:.0f}s (HEARTBEAT_TIMEOUT={cfg['HEARTBEAT_TIMEOUT']}); stopping it")
+        runner.stop(run)
+    elif alive_pid(run, "FOLLOWER"):
+        return f"attempt {attempt} ended; train.py is booking it"
+    elif run.get("RESULT") and runners.read_result(Path(run["RESULT"])) == 0:
+        # finished cleanly while nobody followed it: book it (never train it again)
+        if run.get("PIPELINE_PID") and not alive_pid(run, "PIPELINE"):
+            spawn(cfg, "pipeline", "--resume")
+        else:
+            spawn(cfg, "train", "--resume")
+        log(cfg, f"attempt {attempt} finished cleanly with nobody to book it: booking it, not retraining")
+        return "booked"
+    restarts = int(run.get("RESTARTS") or 0)
+    if restarts >= cfg["MAX_RESTARTS"]:
+        give_up(cfg, run, f"MAX_RESTARTS={cfg['MAX_RESTARTS']} restarts used (last status {status}, exit {run.get('EXIT_CODE', '?')})")
+        return "gave up"
+    wait_until = float(run.get("NEXT_RESTART_AT") or 0)
+    if time.time() < wait_until:
+        return f"attempt {attempt} is down; next restart in {wait_until - time.time():.0f}s (back-off)"
+    state.update_run(cfg, RESTARTS=restarts + 1, STATUS="crashed",
+                     NEXT_RESTART_AT=f"{time.time() + cfg['RESTART_BACKOFF'] * 2 ** restarts:.0f}")
+    if run.get("PIPELINE_PID") and not alive_pid(run, "PIPELINE"):
+        pid = spawn(cfg, "pipeline", "--resume")
+        log(cfg, f"attempt {attempt} was down ({status}) and make pipeline too: restarted the pipeline (restart {restarts + 1}, pid {pid})")
+    else:
+        pid = spawn(cfg, "train", "--resume")
+        log(cfg, f"attempt {attempt} was down ({status}): restarted it from its checkpoint (restart {restarts + 1}, pid {pid})")
+    return "restarted"
+
+
+def main(argv=None) -> int:
+    cfg = state.config()
+    with state.locked(cfg, "watchdog.lock", blocking=False) as mine:
+        if not mine:
+            state.info("watchdog: another watchdog is acting; nothing to do")
+            return state.EXIT_OK
+        state.info(f"watchdog: {check(cfg)}")
+    return state.EXIT_OK
+
+
+if __name__ == "__main__":
+    state.main(main)

@@ -1,0 +1,137 @@
+"""watchdog.py with real processes and real signals: kill, hang, crash loop, two watchdogs."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import PYTHON, ROOT, SCRIPTS
+
+pytestmark = pytest.mark.slow
+FAST = {"RESTART_BACKOFF": "0", "HEARTBEAT_TIMEOUT": "60"}
+
+
+def long_cnn(project, epochs=6):
+    source = (ROOT / "models" / "cnn" / "model.py").read_text().replace("epochs = 1", f"epochs = {epochs}")
+    project.push_change("model.py", source)
+    for name in ("fetch", "detect_type"):
+        assert project.script(name).returncode == 0
+
+
+def start_train(project, **env):
+    return subprocess.Popen([PYTHON, str(SCRIPTS / "train.py")], cwd=ROOT, env={**project.env, **FAST, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout=240, step=0.3):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out")
+
+
+def epochs_done(project, attempt=1):
+    try:
+        return len(json.loads((project.state / "metrics" / f"attempt-{attempt}.json").read_text())["epochs"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def finished(project):
+    return project.run_env().get("STATUS") in ("trained", "failed")
+
+
+def test_a_killed_training_resumes_from_its_checkpoint_and_counts_once(project):
+    long_cnn(project)
+    train = start_train(project)
+    wait_for(lambda: epochs_done(project) >= 2 and (project.state / "checkpoints" / "attempt-1").exists())
+    os.killpg(int(project.run_env()["PID"]), signal.SIGKILL)
+    _, err = train.communicate(timeout=60)
+    assert train.returncode == 1
+    assert "make watchdog restarts it" in err
+    assert project.run_env()["STATUS"] == "crashed" and project.history() == []
+    killed_at = epochs_done(project)
+
+    result = project.script("watchdog", **FAST)
+    assert result.returncode == 0, result.stderr
+    assert "restarted it from its checkpoint (restart 1" in result.stderr
+    wait_for(lambda: finished(project))
+    assert project.run_env()["STATUS"] == "trained"
+    metrics = json.loads((project.state / "metrics" / "attempt-1.json").read_text())
+    assert metrics["resumed_from_epoch"] >= killed_at - 1 >= 1
+    epochs = [e["epoch"] for e in metrics["epochs"]]
+    assert epochs == list(range(1, 7))  # no epoch run twice in the record, none lost
+    assert project.script("parse_accuracy", TARGET_ACCURACY="0.05").returncode == 0
+    [record] = project.history()
+    assert record["attempt"] == 1 and record["restarts"] == 1 and 0 < record["accuracy"] <= 1
+    log = (project.state / "logs" / "attempt-1.log").read_text()
+    assert "tweakops: resuming from the checkpoint at epoch" in log
+
+
+def test_a_hung_training_is_stopped_and_restarted(project):
+    long_cnn(project, epochs=3)
+    train = start_train(project)
+    wait_for(lambda: epochs_done(project) >= 1)
+    pid = int(project.run_env()["PID"])
+    os.killpg(pid, signal.SIGSTOP)  # alive, but its heartbeat stops
+    time.sleep(4)
+    result = project.script("watchdog", RESTART_BACKOFF="0", HEARTBEAT_TIMEOUT="2")
+    assert "is hung: no heartbeat" in result.stderr, result.stderr
+    assert "restarted" in result.stderr
+    train.communicate(timeout=60)
+    wait_for(lambda: finished(project))
+    assert project.run_env()["STATUS"] == "trained" and project.run_env()["RESTARTS"] == "1"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_two_watchdogs_at_once_restart_only_once(project):
+    long_cnn(project, epochs=3)
+    train = start_train(project)
+    wait_for(lambda: epochs_done(project) >= 1)
+    os.killpg(int(project.run_env()["PID"]), signal.SIGKILL)
+    train.communicate(timeout=60)
+    dogs = [subprocess.Popen([PYTHON, str(SCRIPTS / "watchdog.py")], cwd=ROOT, env={**project.env, **FAST},
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [d.communicate(timeout=60)[1] for d in dogs]
+    assert sum("restarted it from its checkpoint" in o for o in outputs) == 1, outputs
+    wait_for(lambda: finished(project))
+    log = (project.state / "logs" / "watchdog.log").read_text()
+    assert log.count("restarted") == 1
+    assert project.run_env()["RESTARTS"] == "1"
+
+
+def test_a_clean_finish_is_never_restarted(project):
+    long_cnn(project, epochs=2)
+    assert project.script("train").returncode == 0
+    for _ in range(3):
+        result = project.script("watchdog", **FAST)
+        assert "nothing to do (status trained)" in result.stderr
+    assert not (project.state / "logs" / "watchdog.log").exists()
+
+
+def test_the_restart_budget_ends_a_crash_loop_and_notifies(project):
+    project.push_change("model.py", "import os\nimport keras\nprint('about to die', flush=True)\n"
+                        "os.kill(os.getpid(), 9)\nkeras.layers.Dense(1)\n")
+    for name in ("fetch", "detect_type"):
+        assert project.script(name).returncode == 0
+    assert project.script("train").returncode == 1
+    env = {**FAST, "MAX_RESTARTS": "2"}
+    for n in range(1, 3):
+        assert f"restart {n}" in project.script("watchdog", **env).stderr
+        log = project.state / "logs" / "attempt-1.log"
+        wait_for(lambda: log.read_text().count("about to die") == n + 1 and project.run_env().get("EXIT_CODE") == "137"
+                 and not os.path.exists(f"/proc/{project.run_env()['FOLLOWER_PID']}"))
+    result = project.script("watchdog", **env)
+    assert "gave up: MAX_RESTARTS=2 restarts used" in result.stderr
+    assert project.run_env()["STATUS"] == "failed"
+    assert project.history()[-1]["outcome"] == "failed"
+    [mail] = (project.state / "notifications").glob("*.eml")
+    assert "about to die" in mail.read_text()
+    assert "nothing to do (status failed)" in project.script("watchdog", **env).stderr
