@@ -42,9 +42,23 @@ def stage(name: str, *args: str) -> int:
 def run_attempt() -> int:
     """train + accuracy; a failed tweak (train exit 3) skips accuracy."""
     code = stage("train")
-    if code != state.EXIT_OK:
-        return code
-    return stage("parse_accuracy")
+    if code == state.EXIT_OK:
+        code = stage("parse_accuracy")
+    announce()
+    return code
+
+
+def announce() -> None:
+    """One line per attempt: `attempt 2/11  epochs 1→3  acc 0.866 (best 0.866, target 0.80)  8s  kept`."""
+    import report
+
+    cfg = state.config()
+    run = state.read_run(cfg)
+    records = report.run_records(cfg, run)
+    if records:
+        best = float(run["BEST_ACCURACY"]) if run.get("BEST_ACCURACY") else None
+        line = report.attempt_line(records[-1], best, cfg["TARGET_ACCURACY"], len(records), cfg["MAX_TWEAKS"] + 1)
+        print(state.color("1", line, sys.stderr), file=sys.stderr, flush=True)
 
 
 def summary(cfg: dict, code: int, started: float) -> str:

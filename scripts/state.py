@@ -436,7 +436,7 @@ def now_iso() -> str:
 # ---------------------------------------------------------------------------
 # output: results on stdout, progress on stderr
 
-def _color(code: str, text: str, stream) -> str:
+def color(code: str, text: str, stream) -> str:
     if os.environ.get("NO_COLOR") or not getattr(stream, "isatty", lambda: False)():
         return text
     return f"\033[{code}m{text}\033[0m"
@@ -444,7 +444,7 @@ def _color(code: str, text: str, stream) -> str:
 
 def banner(stage: str, detail: str = "") -> None:
     line = f"==> {stage}" + (f": {detail}" if detail else "")
-    print(_color("1;36", line, sys.stderr), file=sys.stderr, flush=True)
+    print(color("1;36", line, sys.stderr), file=sys.stderr, flush=True)
 
 
 def info(message: str) -> None:
@@ -452,7 +452,7 @@ def info(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    print(_color("33", f"warning: {message}", sys.stderr), file=sys.stderr, flush=True)
+    print(color("33", f"warning: {message}", sys.stderr), file=sys.stderr, flush=True)
 
 
 def table(rows: list[list[object]], headers: list[str]) -> str:
@@ -471,7 +471,7 @@ def main(fn, argv=None) -> None:
     except TweakopsError as exc:
         if os.environ.get("DEBUG") in ("1", "true"):
             traceback.print_exc()
-        print(_color("31", f"error: {exc}", sys.stderr), file=sys.stderr, flush=True)
+        print(color("31", f"error: {exc}", sys.stderr), file=sys.stderr, flush=True)
         code = exc.code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
