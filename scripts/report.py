@@ -63,6 +63,7 @@ def plot(cfg: dict, records: list[dict], target: float) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=PLOT_SIZE, dpi=100)
     for outcome, (marker, colour) in MARKERS.items():
@@ -73,6 +74,7 @@ def plot(cfg: dict, records: list[dict], target: float) -> bytes:
     left.plot([r["attempt"] for r in records], [r.get("accuracy") or 0.0 for r in records], color="#bbbbbb", zorder=1)
     left.axhline(target, color="#cf222e", linestyle="--", linewidth=1, label=f"target {target:.2f}")
     left.set(title="accuracy per attempt", xlabel="attempt", ylabel="accuracy", ylim=(0, 1.02))
+    left.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     left.legend(fontsize=7, loc="lower right")
     sd = state.state_dir(cfg)
     for r in records:
