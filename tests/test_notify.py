@@ -19,7 +19,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 import notify
 import state
 from conftest import Project
-from test_publish import BASELINE, BEST, write_loop_state
+from test_publish import loop_project
 
 PASSWORD = "pa55-w0rd-never-shown"
 
@@ -27,11 +27,7 @@ PASSWORD = "pa55-w0rd-never-shown"
 @pytest.fixture
 def project(tmp_path) -> Project:
     """The state of a finished, published tweak loop (no training)."""
-    p = Project(tmp_path, tmp_path / "data", example=None)
-    (tmp_path / "model.py").write_text(BASELINE)
-    p.seed_remote(tmp_path / "model.py")
-    assert p.script("fetch").returncode == 0
-    write_loop_state(p, BEST)
+    p = loop_project(tmp_path)
     published = p.script("publish")
     assert published.returncode == 0, published.stderr
     return p

@@ -23,8 +23,7 @@ print("Test accuracy:", 0.71)
 BEST = BASELINE.replace("FILTERS = 32", "FILTERS = 64").replace("EPOCHS = 1", "EPOCHS = 3")
 
 
-@pytest.fixture
-def project(tmp_path) -> Project:
+def loop_project(tmp_path) -> Project:
     """A fetched model repository and the state of a finished tweak loop (no dataset needed)."""
     p = Project(tmp_path, tmp_path / "data", example=None)
     (tmp_path / "model.py").write_text(BASELINE)
@@ -32,6 +31,11 @@ def project(tmp_path) -> Project:
     assert p.script("fetch").returncode == 0
     write_loop_state(p, BEST)
     return p
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    return loop_project(tmp_path)
 
 
 def write_loop_state(p: Project, best: str, best_attempt: int = 3, best_accuracy: float = 0.9312) -> None:
