@@ -92,9 +92,12 @@ def resume(run: dict) -> int:
     if status in ("running", "crashed", "oom"):
         code = stage("train", "--resume")
         return stage("parse_accuracy") if code == state.EXIT_OK else code
-    if status == "tweaked":
+    if status == "fetched":
+        code = stage("detect_type")
+        return run_attempt() if code == state.EXIT_OK else code
+    if status in ("detected", "tweaked"):
         return run_attempt()
-    return stage("parse_accuracy")
+    return stage("parse_accuracy")  # trained or booked: booking twice changes nothing
 
 
 def main(argv=None) -> int:

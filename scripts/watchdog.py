@@ -107,25 +107,30 @@ def check(cfg: dict) -> str:
     run = state.read_run(cfg)
     status = run.get("STATUS", "")
     if status not in IN_PROGRESS:
+        if run.get("PIPELINE_PID") and not alive_pid(run, "PIPELINE"):
+            # make pipeline was killed between two stages: carry on where it was
+            pid = handover(cfg, "pipeline")
+            log(cfg, f"make pipeline was killed (status {status}): resumed it (pid {pid})")
+            return "resumed the pipeline"
         return f"nothing to do (status {status or 'none'})"
     attempt = run.get("ATTEMPT", "?")
     runner = runners.get(run.get("RUNNER") or "local", cfg)
-    alive = runner.alive(run)
-    if alive:
+    if runner.alive(run):
         age = heartbeat_age(cfg, run)
         if age <= cfg["HEARTBEAT_TIMEOUT"]:
             return f"attempt {attempt} is alive (heartbeat {age:.0f}s ago)"
-        log(cfg, f"attempt {attempt} is hung: no heartbeat for {age:.0f}s (HEARTBEAT_TIMEOUT={cfg['HEARTBEAT_TIMEOUT']}); stopping it")
+        log(cfg, f"attempt {attempt} is hung: no heartbeat for {age:.0f}s (HEARTBEAT_TIMEOUT={cfg['HEARTBEAT_TIMEOUT']}); stopped it")
         runner.stop(run)
-    elif alive_pid(run, "FOLLOWER"):
+    # one actor at a time: a live train.py books what its training did, a live pipeline
+    # carries on by itself; the watchdog acts only on a run nobody looks after
+    if alive_pid(run, "FOLLOWER"):
         return f"attempt {attempt} ended; train.py is booking it"
-    elif run.get("RESULT") and runners.read_result(Path(run["RESULT"])) == 0:
-        # finished cleanly while nobody followed it: book it (never train it again)
-        if run.get("PIPELINE_PID") and not alive_pid(run, "PIPELINE"):
-            spawn(cfg, "pipeline", "--resume")
-        else:
-            spawn(cfg, "train", "--resume")
-        log(cfg, f"attempt {attempt} finished cleanly with nobody to book it: booking it, not retraining")
+    if alive_pid(run, "PIPELINE"):
+        return f"attempt {attempt} ended; make pipeline carries on with it"
+    who = "pipeline" if run.get("PIPELINE_PID") else "train"
+    if run.get("RESULT") and runners.read_result(Path(run["RESULT"])) == 0:
+        pid = handover(cfg, who)
+        log(cfg, f"attempt {attempt} finished cleanly with nobody to book it: {who} --resume books it, no retraining (pid {pid})")
         return "booked"
     restarts = int(run.get("RESTARTS") or 0)
     if restarts >= cfg["MAX_RESTARTS"]:
@@ -136,13 +141,18 @@ def check(cfg: dict) -> str:
         return f"attempt {attempt} is down; next restart in {wait_until - time.time():.0f}s (back-off)"
     state.update_run(cfg, RESTARTS=restarts + 1, STATUS="crashed",
                      NEXT_RESTART_AT=f"{time.time() + cfg['RESTART_BACKOFF'] * 2 ** restarts:.0f}")
-    if run.get("PIPELINE_PID") and not alive_pid(run, "PIPELINE"):
-        pid = spawn(cfg, "pipeline", "--resume")
-        log(cfg, f"attempt {attempt} was down ({status}) and make pipeline too: restarted the pipeline (restart {restarts + 1}, pid {pid})")
-    else:
-        pid = spawn(cfg, "train", "--resume")
-        log(cfg, f"attempt {attempt} was down ({status}): restarted it from its checkpoint (restart {restarts + 1}, pid {pid})")
+    pid = handover(cfg, who)
+    what = "the pipeline, which resumes it" if who == "pipeline" else "it from its checkpoint"
+    log(cfg, f"attempt {attempt} was down ({status}): restarted {what} (restart {restarts + 1}, pid {pid})")
     return "restarted"
+
+
+def handover(cfg: dict, who: str) -> int:
+    """Start `<who>.py --resume` and record it at once, so the next check sees it alive."""
+    pid = spawn(cfg, who, "--resume")
+    key = "PIPELINE" if who == "pipeline" else "FOLLOWER"
+    state.update_run(cfg, **{f"{key}_PID": pid, f"{key}_PID_START": runners.process_start_time(pid)})
+    return pid
 
 
 def main(argv=None) -> int:
