@@ -231,3 +231,37 @@ def test_runner_auto_falls_back_to_local_and_says_so(project):
     assert result.returncode == 0, result.stderr
     assert "RUNNER=auto: no usable Docker engine or image: using the local runner" in result.stderr
     assert project.run_env()["RUNNER"] == "local"
+
+
+@needs_engine
+@pytest.mark.slow
+def test_the_watchdog_restarts_a_killed_container_and_it_resumes(project, docker_image):
+    docker_image("keras")
+    project.env["RUNNER"] = "docker"
+    ready(project, (ROOT / "models" / "cnn" / "model.py").read_text().replace("epochs = 1", "epochs = 5"))
+    metrics = project.state / "metrics" / "attempt-1.json"
+
+    def epochs():
+        try:
+            return len(json.loads(metrics.read_text())["epochs"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    fast = {"RESTART_BACKOFF": "0", "HEARTBEAT_TIMEOUT": "120"}
+    train = subprocess.Popen([PYTHON, str(SCRIPTS / "train.py")], cwd=ROOT, env={**project.env, **fast},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and epochs() < 2:
+        time.sleep(0.5)
+    docker("kill", "tweakops-cnn")
+    train.communicate(timeout=120)
+    assert project.run_env()["STATUS"] == "crashed"
+    result = project.script("watchdog", **fast)
+    assert "restarted it from its checkpoint" in result.stderr, result.stderr
+    deadline = time.time() + 300
+    while time.time() < deadline and project.run_env().get("STATUS") not in ("trained", "failed"):
+        time.sleep(1)
+    assert project.run_env()["STATUS"] == "trained"
+    data = json.loads(metrics.read_text())
+    assert data["resumed_from_epoch"] >= 1
+    assert [e["epoch"] for e in data["epochs"]] == [1, 2, 3, 4, 5]
