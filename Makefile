@@ -102,22 +102,15 @@ watchdog: setup
 status: setup
 	@$(PY) scripts/status.py
 
-CRON_MARK := \# tweakops-watchdog $(CURDIR)
-CRON_LINE := * * * * * cd $(CURDIR) && make -s watchdog >> $(CURDIR)/state/cron.log 2>&1 $(CRON_MARK)
-
-## Add the crontab line that runs make watchdog every minute (idempotent)
+## Add the crontab line that runs make watchdog every minute (idempotent; output in STATE_DIR/logs/cron.log)
 .PHONY: cron-install
-cron-install:
-	@command -v crontab >/dev/null || { echo "error: crontab not found; install cron (apt-get install cron) or use the systemd timer in the README" >&2; exit 2; }
-	@( crontab -l 2>/dev/null | grep -vF '$(CRON_MARK)'; echo '$(CRON_LINE)' ) | crontab -
-	@echo "cron: make watchdog every minute for $(CURDIR)"
+cron-install: setup
+	@$(PY) scripts/watchdog.py --cron install
 
-## Remove that crontab line
+## Remove that crontab line (other crontab lines are kept)
 .PHONY: cron-remove
-cron-remove:
-	@command -v crontab >/dev/null || { echo "error: crontab not found; nothing to remove" >&2; exit 2; }
-	@( crontab -l 2>/dev/null | grep -vF '$(CRON_MARK)' ) | crontab -
-	@echo "cron: the tweakops watchdog line is removed"
+cron-remove: setup
+	@$(PY) scripts/watchdog.py --cron remove
 
 ##@ Report and logs (issue: report)
 

@@ -17,13 +17,22 @@ Reads:  run.env (STATUS, RUNNER, PID/PID_START or CONTAINER, STARTED_AT, RESTART
         PIPELINE_PID…), heartbeat, results/, HEARTBEAT_TIMEOUT, MAX_RESTARTS, RESTART_BACKOFF
 Writes: run.env (RESTARTS, NEXT_RESTART_AT, STATUS), logs/watchdog.log, history (failed)
 Exit:   0 always for "nothing to do" / "restarted" / "gave up"; 2 bad configuration
+        or no `crontab` for --cron
+
+`--cron install` / `--cron remove` add or remove the crontab line that runs it every
+minute (one line per checkout, marked `# tweakops-watchdog <dir>`; idempotent), its
+output appended to STATE_DIR/logs/cron.log.
 
     $ make watchdog
+    $ make cron-install
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -61,8 +70,11 @@ def heartbeat_age(cfg: dict, run: dict) -> float:
 
 
 def spawn(cfg: dict, script: str, *args: str) -> int:
-    """Start a stage detached from the watchdog (it outlives this cron run)."""
-    out = state.state_dir(cfg) / "logs" / "watchdog-restarts.log"
+    """Start a stage detached from the watchdog (it outlives this cron run); its output goes
+    to logs/watchdog-restart-N.log (N: the restart number, 0 for a hand-over without one)."""
+    n = state.read_run(cfg).get("RESTARTS") or "0"
+    out = state.state_dir(cfg) / "logs" / f"watchdog-restart-{n}.log"
+    out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "ab") as f:
         proc = subprocess.Popen([sys.executable, "-u", str(SCRIPTS / f"{script}.py"), *args],
                                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
@@ -155,8 +167,47 @@ def handover(cfg: dict, who: str) -> int:
     return pid
 
 
+def cron_mark() -> str:
+    return f"# tweakops-watchdog {state.ROOT}"
+
+
+def cron_line(cfg: dict) -> str:
+    cron_log = state.state_dir(cfg) / "logs" / "cron.log"
+    return (f"* * * * * cd {shlex.quote(str(state.ROOT))} && make -s watchdog "
+            f">> {shlex.quote(str(cron_log))} 2>&1 {cron_mark()}")
+
+
+def cron(cfg: dict, action: str) -> int:
+    """Add (install) or drop (remove) this checkout's crontab line; other lines are kept."""
+    if not shutil.which("crontab"):
+        raise state.TweakopsError("crontab not found: install cron (apt-get install cron) "
+                                  "or use the systemd timer in the README", state.EXIT_BAD_INPUT)
+    # `crontab -l` exits 1 with "no crontab for <user>": an empty table
+    listed = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+    lines = [line for line in listed.stdout.splitlines() if not line.endswith(cron_mark())] \
+        if listed.returncode == 0 else []
+    if action == "install":
+        (state.state_dir(cfg) / "logs").mkdir(parents=True, exist_ok=True)
+        lines.append(cron_line(cfg))
+    table = "".join(f"{line}\n" for line in lines)
+    done = subprocess.run(["crontab", "-"], input=table, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise state.TweakopsError(f"crontab refused the table: {done.stderr.strip()}", state.EXIT_BAD_INPUT)
+    if action == "install":
+        state.info(f"cron: make watchdog every minute for {state.ROOT} "
+                   f"(output: {state.state_dir(cfg) / 'logs' / 'cron.log'})")
+    else:
+        state.info(f"cron: the tweakops watchdog line for {state.ROOT} is removed")
+    return state.EXIT_OK
+
+
 def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cron", choices=("install", "remove"), help="add or remove the crontab line")
+    args = parser.parse_args(argv)
     cfg = state.config()
+    if args.cron:
+        return cron(cfg, args.cron)
     with state.locked(cfg, "watchdog.lock", blocking=False) as mine:
         if not mine:
             state.info("watchdog: another watchdog is acting; nothing to do")
