@@ -126,7 +126,11 @@ def check(cfg: dict) -> str:
             return "resumed the pipeline"
         return f"nothing to do (status {status or 'none'})"
     attempt = run.get("ATTEMPT", "?")
-    runner = runners.get(run.get("RUNNER") or "local", cfg)
+    if run.get("RUNNER", "") in ("", "cache"):
+        # train.py records RUNNER together with STATUS=running; without one there is no
+        # process or container to look at (a hand-edited run.env): leave it alone
+        return f"nothing to do (attempt {attempt} is {status} but no runner is recorded)"
+    runner = runners.get(run["RUNNER"], cfg)
     if runner.alive(run):
         age = heartbeat_age(cfg, run)
         if age <= cfg["HEARTBEAT_TIMEOUT"]:

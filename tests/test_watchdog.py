@@ -1,9 +1,10 @@
-"""watchdog.py with real processes and real signals: kill, hang, crash loop, two watchdogs."""
+"""watchdog.py with real processes and real signals: kill, hang, crash loop, two watchdogs; the crontab line."""
 
 import json
-import random
 import os
+import random
 import signal
+import stat
 import subprocess
 import time
 
@@ -11,7 +12,6 @@ import pytest
 
 from conftest import PYTHON, ROOT, SCRIPTS
 
-pytestmark = pytest.mark.slow
 FAST = {"RESTART_BACKOFF": "0", "HEARTBEAT_TIMEOUT": "60"}
 
 
@@ -48,6 +48,7 @@ def finished(project):
     return project.run_env().get("STATUS") in ("trained", "failed")
 
 
+@pytest.mark.slow
 def test_a_killed_training_resumes_from_its_checkpoint_and_counts_once(project):
     long_cnn(project)
     train = start_train(project)
@@ -75,6 +76,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_and_counts_once(project):
     assert "tweakops: resuming from the checkpoint at epoch" in log
 
 
+@pytest.mark.slow
 def test_a_hung_training_is_stopped_and_restarted(project):
     long_cnn(project, epochs=3)
     train = start_train(project)
@@ -95,6 +97,7 @@ def test_a_hung_training_is_stopped_and_restarted(project):
         os.kill(pid, 0)
 
 
+@pytest.mark.slow
 def test_two_watchdogs_at_once_restart_only_once(project):
     long_cnn(project, epochs=3)
     train = start_train(project)
@@ -111,6 +114,7 @@ def test_two_watchdogs_at_once_restart_only_once(project):
     assert project.run_env()["RESTARTS"] == "1"
 
 
+@pytest.mark.slow
 def test_a_clean_finish_is_never_restarted(project):
     long_cnn(project, epochs=2)
     assert project.script("train").returncode == 0
@@ -120,6 +124,7 @@ def test_a_clean_finish_is_never_restarted(project):
     assert not (project.state / "logs" / "watchdog.log").exists()
 
 
+@pytest.mark.slow
 def test_the_restart_budget_ends_a_crash_loop_and_notifies(project):
     project.push_change("model.py", "import os\nimport keras\nprint('about to die', flush=True)\n"
                         "os.kill(os.getpid(), 9)\nkeras.layers.Dense(1)\n")
@@ -141,6 +146,7 @@ def test_the_restart_budget_ends_a_crash_loop_and_notifies(project):
     assert "nothing to do (status failed)" in project.script("watchdog", **env).stderr
 
 
+@pytest.mark.slow
 def test_make_pipeline_survives_kills_at_random_points(project):
     """Kill the whole pipeline (its process group) at several random moments of one run; the
     watchdog, run as cron would, resumes it each time. The final history has every attempt
@@ -182,3 +188,76 @@ _STARTED = {}
 
 def first_started(proc):
     return _STARTED.setdefault(proc.pid, time.time())
+
+
+# make cron-install / cron-remove. The real `crontab` would edit this machine's cron table
+# (root's, here), so a stand-in `crontab` on PATH keeps the table in a file behind the same
+# interface: `crontab -l` prints it (exit 1 and "no crontab for <user>" when there is none),
+# `crontab -` replaces it with stdin. make, watchdog.py and the STATE_DIR lookup are real.
+FAKE_CRONTAB = """#!/bin/sh
+table="$CRONTAB_FILE"
+case "$1" in
+  -l) [ -f "$table" ] || { echo "no crontab for $(id -un)" >&2; exit 1; }; cat "$table";;
+  -) cat > "$table";;
+  *) echo "usage: crontab -l | crontab -" >&2; exit 1;;
+esac
+"""
+
+
+@pytest.fixture
+def cron_env(project, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "crontab"
+    fake.write_text(FAKE_CRONTAB)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    table = tmp_path / "crontab.txt"
+    return table, {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CRONTAB_FILE": str(table)}
+
+
+def test_cron_install_adds_one_line_that_runs_the_watchdog_into_state_dir_logs(project, cron_env):
+    table, env = cron_env
+    table.write_text("0 3 * * * /usr/local/bin/backup\n")
+    for _ in range(2):  # idempotent
+        result = project.make("cron-install", **env)
+        assert result.returncode == 0, result.stderr
+    lines = table.read_text().splitlines()
+    assert lines[0] == "0 3 * * * /usr/local/bin/backup"
+    [ours] = [line for line in lines if "tweakops-watchdog" in line]
+    assert len(lines) == 2
+    assert ours.startswith("* * * * * cd ") and "make -s watchdog" in ours
+    assert f">> {project.state / 'logs' / 'cron.log'} 2>&1" in ours
+    assert (project.state / "logs").is_dir()
+
+
+def test_cron_remove_drops_only_our_line_and_works_without_a_crontab(project, cron_env):
+    table, env = cron_env
+    result = project.script("watchdog", "--cron", "remove", **env)  # no crontab yet
+    assert result.returncode == 0, result.stderr
+    assert table.read_text() == ""
+    table.write_text("0 3 * * * /usr/local/bin/backup\n")
+    assert project.script("watchdog", "--cron", "install", **env).returncode == 0
+    result = project.make("cron-remove", **env)
+    assert result.returncode == 0, result.stderr
+    assert table.read_text() == "0 3 * * * /usr/local/bin/backup\n"
+
+
+def test_cron_install_without_crontab_says_what_to_do(project, tmp_path):
+    empty = tmp_path / "nobin"
+    empty.mkdir()
+    python_dir = os.path.dirname(os.path.realpath(os.sys.executable))
+    result = project.script("watchdog", "--cron", "install", PATH=f"{empty}{os.pathsep}{python_dir}")
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "crontab not found" in line and "apt-get install cron" in line and "systemd timer" in line
+
+
+def test_a_run_without_a_recorded_runner_is_left_alone(project):
+    """A hand-edited run.env (running, no RUNNER) has no process to look at: no reason to act."""
+    (project.state).mkdir(parents=True, exist_ok=True)
+    (project.state / "run.env").write_text("ATTEMPT=1\nSTATUS=running\nRUNNER=\n")
+    result = project.script("watchdog", RESTART_BACKOFF="0")
+    assert result.returncode == 0, result.stderr
+    assert "no runner is recorded" in result.stderr
+    assert project.run_env()["STATUS"] == "running" and "RESTARTS" not in project.run_env()
+    assert not (project.state / "logs" / "watchdog.log").exists()
