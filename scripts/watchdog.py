@@ -193,9 +193,14 @@ def cron(cfg: dict, action: str) -> int:
     if action == "install":
         (state.state_dir(cfg) / "logs").mkdir(parents=True, exist_ok=True)
         lines.append(cron_line(cfg))
-    table = "".join(f"{line}\n" for line in lines)
-    done = subprocess.run(["crontab", "-"], input=table, capture_output=True, text=True)
-    if done.returncode != 0:
+    if lines:
+        done = subprocess.run(["crontab", "-"], input="".join(f"{line}\n" for line in lines),
+                              capture_output=True, text=True)
+    elif listed.returncode == 0:  # ours was the only line: no table, as before install
+        done = subprocess.run(["crontab", "-r"], capture_output=True, text=True)
+    else:
+        done = None  # no table and nothing to add
+    if done is not None and done.returncode != 0:
         raise state.TweakopsError(f"crontab refused the table: {done.stderr.strip()}", state.EXIT_BAD_INPUT)
     if action == "install":
         state.info(f"cron: make watchdog every minute for {state.ROOT} "

@@ -193,12 +193,13 @@ def first_started(proc):
 # make cron-install / cron-remove. The real `crontab` would edit this machine's cron table
 # (root's, here), so a stand-in `crontab` on PATH keeps the table in a file behind the same
 # interface: `crontab -l` prints it (exit 1 and "no crontab for <user>" when there is none),
-# `crontab -` replaces it with stdin. make, watchdog.py and the STATE_DIR lookup are real.
+# `crontab -` replaces it with stdin, `crontab -r` removes it. make, watchdog.py and the STATE_DIR lookup are real.
 FAKE_CRONTAB = """#!/bin/sh
 table="$CRONTAB_FILE"
 case "$1" in
   -l) [ -f "$table" ] || { echo "no crontab for $(id -un)" >&2; exit 1; }; cat "$table";;
   -) cat > "$table";;
+  -r) rm "$table";;
   *) echo "usage: crontab -l | crontab -" >&2; exit 1;;
 esac
 """
@@ -234,7 +235,10 @@ def test_cron_remove_drops_only_our_line_and_works_without_a_crontab(project, cr
     table, env = cron_env
     result = project.script("watchdog", "--cron", "remove", **env)  # no crontab yet
     assert result.returncode == 0, result.stderr
-    assert table.read_text() == ""
+    assert not table.exists()
+    assert project.script("watchdog", "--cron", "install", **env).returncode == 0
+    assert project.make("cron-remove", **env).returncode == 0
+    assert not table.exists()  # ours was the only line: no table left, as before
     table.write_text("0 3 * * * /usr/local/bin/backup\n")
     assert project.script("watchdog", "--cron", "install", **env).returncode == 0
     result = project.make("cron-remove", **env)
