@@ -74,6 +74,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_and_counts_once(project):
     assert record["attempt"] == 1 and record["restarts"] == 1 and 0 < record["accuracy"] <= 1
     log = (project.state / "logs" / "attempt-1.log").read_text()
     assert "tweakops: resuming from the checkpoint at epoch" in log
+    assert "==> train: attempt 1, restart 1" in (project.state / "logs" / "watchdog-restart-1.log").read_text()
 
 
 @pytest.mark.slow
