@@ -69,12 +69,12 @@ train: setup
 accuracy: setup
 	@$(PY) scripts/parse_accuracy.py
 
-## The whole loop on the embedded default (or on .env): fetch, detect, train, accuracy
+## The whole loop on the embedded default (or on .env): fetch, detect, train, accuracy, tweak… publish, report, notify
 .PHONY: pipeline
 pipeline: setup data remote
 	@$(PY) scripts/pipeline.py
 
-##@ Tweak, publish, notify (issue: Jobs 4-5)
+##@ Tweak, publish, notify
 
 ## Job 4: rewrite the best source with the next tweak rule (exit 8 = no tweak left)
 .PHONY: tweak
@@ -90,7 +90,7 @@ publish: setup
 notify: setup
 	@$(PY) scripts/notify.py
 
-##@ Watchdog (issue: Job 6)
+##@ Watchdog
 
 ## Job 6 (cron): restart a dead or hung training from its checkpoint (safe every minute)
 .PHONY: watchdog
@@ -112,7 +112,7 @@ cron-install: setup
 cron-remove: setup
 	@$(PY) scripts/watchdog.py --cron remove
 
-##@ Report and logs (issue: report)
+##@ Report and logs
 
 ## Write STATE_DIR/report/ (index.html with the accuracy plot, summary.md); prints the page's path
 .PHONY: report
@@ -124,7 +124,7 @@ report: setup
 logs: setup
 	@$(PY) scripts/logs.py
 
-##@ Containers (issue: Containers)
+##@ Containers
 
 ## Install the Debian packages listed in SYSTEM_PACKAGES that are missing (as root; else a warning)
 .PHONY: system-deps
@@ -181,7 +181,7 @@ images-push: setup
 images-pull: setup
 	@$(PY) scripts/images.py pull $(VARIANTS)
 
-##@ Jenkins (issue: Jenkins as code)
+##@ Jenkins
 
 ## Render the Jenkins jobs (jenkins/*.yaml, filled in from the configuration) to XML in build/jenkins/
 .PHONY: jenkins-jobs

@@ -79,10 +79,10 @@ def summary(cfg: dict, code: int, started: float) -> str:
     ]
     if run.get("PUBLISHED_COMMIT"):
         rows.insert(7, ["published", f"{run['PUBLISHED_COMMIT'][:12]} on {run.get('PUBLISHED_BRANCH', '')}"])
-    attempts = [[r.get("attempt"), r.get("tweak", ""), "" if r.get("accuracy") is None else f"{r['accuracy']:.4f}",
-                 f"{r.get('duration', 0):.0f}s", r.get("outcome", "")] for r in history]
+    import report  # the same table as the report page
+
     return (state.table(rows, ["", ""]).split("\n", 2)[2] + "\n\n"
-            + state.table(attempts, ["attempt", "tweak", "accuracy", "time", "outcome"]))
+            + state.table([report.table_cells(r) for r in report.rows(history)], report.TABLE_HEADERS))
 
 
 def resume(run: dict) -> int:

@@ -112,13 +112,20 @@ def headline(cfg: dict, run: dict, records: list[dict]) -> list[tuple[str, str]]
     ]
 
 
+TABLE_HEADERS = ["attempt", "tweak", "accuracy", "Δ vs best", "time", "outcome", "restarts"]
+
+
+def table_cells(r: dict) -> list[str]:
+    """One attempt as the report's table shows it (the terminal summary too)."""
+    return [str(r["attempt"]), r.get("tweak", ""), fmt(r.get("accuracy")), fmt(r["delta"], "+.4f"),
+            f"{r.get('duration', 0):.0f}s", r.get("outcome", ""), str(r.get("restarts", 0))]
+
+
 def markdown(head, table_rows, best_diff: str) -> str:
     out = ["## tweakops report", ""]
     out += [f"- **{k}**: {v}" for k, v in head]
-    out += ["", "| attempt | tweak | accuracy | Δ vs best | time | outcome | restarts |", "|---|---|---|---|---|---|---|"]
-    for r in table_rows:
-        out.append(f"| {r['attempt']} | {r.get('tweak', '')} | {fmt(r.get('accuracy'))} | {fmt(r['delta'], '+.4f')} "
-                   f"| {r.get('duration', 0):.0f}s | {r.get('outcome', '')} | {r.get('restarts', 0)} |")
+    out += ["", "| " + " | ".join(TABLE_HEADERS) + " |", "|---" * len(TABLE_HEADERS) + "|"]
+    out += ["| " + " | ".join(table_cells(r)) + " |" for r in table_rows]
     if best_diff:
         out += ["", "### The change kept", "", "```diff", best_diff.rstrip(), "```"]
     return "\n".join(out) + "\n"

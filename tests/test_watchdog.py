@@ -87,11 +87,12 @@ def test_a_hung_training_is_stopped_and_restarted(project):
     time.sleep(4)
     result = project.script("watchdog", RESTART_BACKOFF="0", HEARTBEAT_TIMEOUT="2")
     assert "is hung: no heartbeat" in result.stderr, result.stderr
-    assert "train.py is booking it" in result.stderr  # its train.py sees the kill first
     train.communicate(timeout=60)
-    assert project.run_env()["STATUS"] == "crashed"
-    result = project.script("watchdog", RESTART_BACKOFF="0", HEARTBEAT_TIMEOUT="60")
-    assert "restarted it from its checkpoint" in result.stderr, result.stderr
+    if "restarted it from its checkpoint" not in result.stderr:
+        # its train.py was still booking the kill: the next check restarts it
+        assert "train.py is booking it" in result.stderr, result.stderr
+        result = project.script("watchdog", RESTART_BACKOFF="0", HEARTBEAT_TIMEOUT="60")
+        assert "restarted it from its checkpoint" in result.stderr, result.stderr
     wait_for(lambda: finished(project))
     assert project.run_env()["STATUS"] == "trained" and project.run_env()["RESTARTS"] == "1"
     with pytest.raises(ProcessLookupError):
