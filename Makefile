@@ -124,6 +124,11 @@ report: setup
 logs: setup
 	@$(PY) scripts/logs.py
 
+## Render the report in headless chromium (STATE_DIR/report/screenshot.png) and check it is not blank
+.PHONY: report-check
+report-check: setup
+	@$(PY) scripts/report.py --check
+
 ##@ Containers
 
 ## Install the Debian packages listed in SYSTEM_PACKAGES that are missing (as root; else a warning)

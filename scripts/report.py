@@ -6,19 +6,29 @@ Writes STATE_DIR/report/:
   accuracy.png  accuracy per attempt against the target (outcomes marked), and the
                 per-epoch validation curves of the attempts
 
+With --check (make report-check) it renders index.html in headless Chromium (Debian's
+`chromium`) to STATE_DIR/report/screenshot.png and fails if the page came out blank.
+
 Reads:  run.env, history.jsonl (the current run: RUN_ID), metrics/attempt-N.json
-Writes: STATE_DIR/report/; prints the path of index.html on stdout
-Exit:   0 written; 2 nothing to report yet
+Writes: STATE_DIR/report/; prints the path of index.html (--check: of the screenshot) on stdout
+Exit:   0 written; 2 nothing to report yet, or --check without chromium / with a blank page
 
     $ make report
+    $ make report-check
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
+import datetime as dt
 import html
 import io
 import json
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import state
@@ -51,11 +61,30 @@ def fmt(value, spec=".4f", empty="—") -> str:
     return empty if value is None else format(value, spec)
 
 
-def attempt_line(record: dict, best: float | None, target: float, index: int, total: int) -> str:
-    """`attempt 3/10  +conv block  acc 0.874 (best 0.874, target 0.90)  41s  kept`."""
+OUTCOME_COLOURS = {"baseline": "1", "kept": "1;32", "reverted": "31", "failed": "35", "stopped-early": "33", "cached": "34"}
+
+
+def attempt_line(record: dict, best: float | None, target: float, index: int, total: int, stream=None) -> str:
+    """`attempt 3/10  +conv block  acc 0.874 (best 0.874, target 0.90)  41s  kept`.
+
+    The outcome is coloured only for a terminal `stream` (never with NO_COLOR, never
+    for a pipe or the Jenkins console); without a stream the line is plain text."""
+    outcome = record.get("outcome", "")
+    if stream is not None:
+        outcome = state.color(OUTCOME_COLOURS.get(outcome, "0"), outcome, stream)
     return (f"attempt {index}/{total}  {record.get('tweak', '')}  acc {fmt(record.get('accuracy'), '.3f')} "
-            f"(best {fmt(best, '.3f')}, target {target:.2f})  {record.get('duration', 0):.0f}s  "
-            f"{record.get('outcome', '')}")
+            f"(best {fmt(best, '.3f')}, target {target:.2f})  {record.get('duration') or 0:.0f}s  {outcome}")
+
+
+def wall_time(records: list[dict]) -> float:
+    """Seconds from the first attempt's start to the last one's end (history's started_at),
+    else the sum of the attempts' durations."""
+    try:
+        first = dt.datetime.fromisoformat(records[0]["started_at"])
+        last = dt.datetime.fromisoformat(records[-1]["started_at"])
+        return max(0.0, (last - first).total_seconds()) + (records[-1].get("duration") or 0)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return sum(r.get("duration") or 0 for r in records)
 
 
 def plot(cfg: dict, records: list[dict], target: float) -> bytes:
@@ -100,14 +129,14 @@ def headline(cfg: dict, run: dict, records: list[dict]) -> list[tuple[str, str]]
     best = run.get("BEST_ACCURACY")
     target = cfg["TARGET_ACCURACY"]
     met = best is not None and float(best) >= target
-    wall = sum(r.get("duration") or 0 for r in records)
+    training = sum(r.get("duration") or 0 for r in records)
     return [
         ("model", f"{run.get('MODEL_FILE', '?')} ({run.get('MODEL_TYPE', '?')})"),
         ("commit", f"{run.get('COMMIT', '')[:12]} → {run.get('PUBLISHED_COMMIT', '')[:12] or 'not published'}"),
         ("best accuracy", f"{float(best):.4f} (attempt {run.get('BEST_ATTEMPT')})" if best else "none"),
         ("target", f"{target:.2f}"),
         ("attempts", str(len(records))),
-        ("training time", f"{wall:.0f}s"),
+        ("wall time", f"{wall_time(records):.0f}s (training {training:.0f}s)"),
         ("verdict", "target met" if met else "below target"),
     ]
 
@@ -118,7 +147,7 @@ TABLE_HEADERS = ["attempt", "tweak", "accuracy", "Δ vs best", "time", "outcome"
 def table_cells(r: dict) -> list[str]:
     """One attempt as the report's table shows it (the terminal summary too)."""
     return [str(r["attempt"]), r.get("tweak", ""), fmt(r.get("accuracy")), fmt(r["delta"], "+.4f"),
-            f"{r.get('duration', 0):.0f}s", r.get("outcome", ""), str(r.get("restarts", 0))]
+            f"{r.get('duration') or 0:.0f}s", r.get("outcome", ""), str(r.get("restarts", 0))]
 
 
 def markdown(head, table_rows, best_diff: str) -> str:
@@ -161,7 +190,7 @@ def page(head, table_rows, png: bytes) -> str:
                  "<th>time</th><th>outcome</th><th>restarts</th><th>log</th></tr>")
     for r in table_rows:
         parts.append(f"<tr><td>{r['attempt']}</td><td>{e(r.get('tweak', ''))}</td><td>{fmt(r.get('accuracy'))}</td>"
-                     f"<td>{fmt(r['delta'], '+.4f')}</td><td>{r.get('duration', 0):.0f}s</td>"
+                     f"<td>{fmt(r['delta'], '+.4f')}</td><td>{r.get('duration') or 0:.0f}s</td>"
                      f"<td class='{e(r.get('outcome', ''))}'>{e(r.get('outcome', ''))}</td><td>{r.get('restarts', 0)}</td>"
                      f"<td><a href='../{e(r.get('log', ''))}'>log</a></td></tr>")
     parts.append("</table><h2>Changes</h2>")
@@ -173,8 +202,47 @@ def page(head, table_rows, png: bytes) -> str:
     return "\n".join(parts)
 
 
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--window-size=1200,1600"]
+
+
+def screenshot(index: Path, shot: Path, timeout: int = 120) -> Path:
+    """Render `index` in headless Chromium to `shot`; raise if chromium is absent or the page is blank."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        raise state.TweakopsError("chromium is not installed: apt-get install chromium (make system-deps), then make report-check")
+    if not index.exists():
+        raise state.TweakopsError(f"no report at {index}: run make report first")
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    shot.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tweakops-chromium-") as profile:
+        try:
+            result = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
+                                     index.resolve().as_uri()], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise state.TweakopsError(f"chromium did not render {index} in {timeout}s; try again or run it by hand")
+    if not shot.exists():
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise state.TweakopsError(f"chromium wrote no screenshot (exit {result.returncode}: {tail})")
+    from PIL import Image
+
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
+    if colours is None or len(colours) < 2:
+        raise state.TweakopsError(f"the report renders blank in chromium ({shot}); open {index} and look")
+    state.info(f"report renders: {len(colours)} colours in {shot.name}")
+    return shot
+
+
 def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Write the run report (index.html, summary.md, accuracy.png).")
+    parser.add_argument("--check", action="store_true",
+                        help="render index.html in headless chromium to report/screenshot.png and check it is not blank")
+    args = parser.parse_args(argv)
     cfg = state.config()
+    if args.check:
+        out = state.state_dir(cfg) / "report"
+        print(screenshot(out / "index.html", out / "screenshot.png"))
+        return state.EXIT_OK
     run = state.read_run(cfg)
     records = run_records(cfg, run)
     if not records:

@@ -1,17 +1,75 @@
-"""report.py, logs.py and status.py on the history of a real short run."""
+"""report.py, logs.py and status.py: on a handcrafted STATE_DIR (fast) and on the history
+of a real short run (slow)."""
 
 import base64
 import io
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import report  # noqa: E402
+import state  # noqa: E402
+
+DIFF = "--- a/model.py\n+++ b/model.py\n@@ -1,2 +1,2 @@\n-EPOCHS = 1\n+EPOCHS = 3\n"
+ATTEMPTS = [  # attempt, tweak, accuracy, outcome, restarts
+    (1, "baseline", 0.61, "baseline", 0),
+    (2, "epochs 1→3", 0.82, "kept", 1),
+    (3, "filters x2", 0.79, "reverted", 0),
+    (4, "dropout 0.2", None, "failed", 0),
+]
+
+
+class Handmade:
+    """A STATE_DIR written by hand, as the stages leave it: run.env, history, metrics, logs, best/."""
+
+    def __init__(self, root: Path):
+        self.state = root / "state"
+        for sub in ("logs", "metrics", "best"):
+            (self.state / sub).mkdir(parents=True)
+        self.env = {**{k: v for k, v in os.environ.items() if k not in state.DEFAULTS},  # no machine settings
+                    "TWEAKOPS_ENV_FILE": os.devnull, "STATE_DIR": str(self.state), "NO_COLOR": "1",
+                    "TARGET_ACCURACY": "0.9"}
+        run = {"RUN_ID": "run-7", "COMMIT": "a" * 40, "PUBLISHED_COMMIT": "b" * 40, "MODEL_FILE": "model.py",
+               "MODEL_TYPE": "cnn", "BEST_ACCURACY": "0.82", "BEST_ATTEMPT": "2", "STATUS": "done",
+               "ATTEMPT": "4", "RUNNER": "local", "METRICS": str(self.state / "metrics" / "attempt-4.json")}
+        (self.state / "run.env").write_text("".join(f"{k}={v}\n" for k, v in run.items()))
+        with open(self.state / "history.jsonl", "w") as history:
+            history.write(json.dumps({"attempt": 1, "run": "older-run", "tweak": "old", "accuracy": 0.1,
+                                      "outcome": "baseline"}) + "\n")  # another run: not in the report
+            for n, tweak, acc, outcome, restarts in ATTEMPTS:
+                history.write(json.dumps({
+                    "attempt": n, "run": "run-7", "tweak": tweak, "accuracy": acc, "duration": 10.0 * n,
+                    "outcome": outcome, "restarts": restarts, "diff": DIFF if n > 1 else "",
+                    "log": f"logs/attempt-{n}.log", "metrics": f"metrics/attempt-{n}.json",
+                    "started_at": f"2026-11-22T15:0{n}:00+00:00"}) + "\n")
+                (self.state / "logs" / f"attempt-{n}.log").write_text(f"attempt {n} log\n")
+                epochs = [{"epoch": e, "val_accuracy": (acc or 0.3) * e / 3} for e in (1, 2, 3)]
+                if outcome == "failed":
+                    epochs = epochs[:1]
+                (self.state / "metrics" / f"attempt-{n}.json").write_text(json.dumps({"epochs": epochs, "accuracy": acc}))
+        (self.state / "best" / "model.py").write_text("EPOCHS = 3\n")
+
+    def script(self, name, *args, **env):
+        return subprocess.run([sys.executable, str(SCRIPTS / f"{name}.py"), *args], cwd=ROOT,
+                              env={**self.env, **env}, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def handmade(tmp_path):
+    return Handmade(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +106,133 @@ class Collect(HTMLParser):
             self._row = None
 
 
+# ---------------------------------------------------------------------------
+# fast: a handcrafted STATE_DIR with a baseline and kept, reverted and failed attempts
+
+def test_report_of_a_handmade_run_has_every_attempt_and_the_plot(handmade):
+    result = handmade.script("report")
+    assert result.returncode == 0, result.stderr
+    out = handmade.state / "report"
+    assert result.stdout == f"{out / 'index.html'}\n"  # the only line on stdout: Jenkins archives it
+    page = Collect()
+    page.feed((out / "index.html").read_text())
+    attempts = [r for r in page.rows if r and r[0].isdigit()]
+    assert [(r[0], r[1], r[5]) for r in attempts] == [(str(n), t, o) for n, t, _, o, _ in ATTEMPTS]
+    assert [r[3] for r in attempts] == ["—", "+0.2100", "-0.0300", "—"]  # Δ vs the best so far
+    assert [r[6] for r in attempts] == ["0", "1", "0", "0"]  # restarts
+    head = {r[0]: r[1] for r in page.rows if r and len(r) == 2}
+    assert head["commit"] == "aaaaaaaaaaaa → bbbbbbbbbbbb"
+    assert head["verdict"] == "below target" and head["attempts"] == "4"
+    assert head["wall time"].startswith("220s")  # 15:01 → 15:04 plus the last attempt's 40s
+    assert [f"../logs/attempt-{n}.log" for n in (1, 2, 3, 4)] == page.links
+    [src] = page.images
+    png = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+    assert png.format == "PNG" and png.size == (900, 400)
+    assert len(png.convert("RGB").getcolors(maxcolors=1 << 20)) > 10
+    assert Image.open(out / "accuracy.png").size == (900, 400)
+    text = (out / "index.html").read_text()
+    assert '<span class="add">+EPOCHS = 3</span>' in text and '<span class="del">-EPOCHS = 1</span>' in text
+    assert "older-run" not in text and "http" not in text
+
+
+def test_summary_markdown_has_the_headline_the_table_and_the_kept_change(handmade):
+    assert handmade.script("report").returncode == 0
+    summary = (handmade.state / "report" / "summary.md").read_text()
+    assert "- **best accuracy**: 0.8200 (attempt 2)" in summary
+    assert "| attempt | tweak | accuracy | Δ vs best | time | outcome | restarts |" in summary
+    assert "| 2 | epochs 1→3 | 0.8200 | +0.2100 | 20s | kept | 1 |" in summary
+    assert "| 4 | dropout 0.2 | — | — | 40s | failed | 0 |" in summary
+    assert "```diff\n--- a/model.py" in summary
+
+
+def test_report_without_attempts_says_what_to_do(tmp_path):
+    empty = Handmade(tmp_path)
+    (empty.state / "history.jsonl").write_text("")
+    result = empty.script("report")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "nothing to report yet" in result.stderr
+
+
+def test_attempt_line_is_plain_for_a_pipe_and_with_no_color(monkeypatch):
+    record = {"tweak": "+conv block", "accuracy": 0.8741, "duration": 41.3, "outcome": "kept"}
+    line = "attempt 3/10  +conv block  acc 0.874 (best 0.874, target 0.90)  41s  kept"
+    assert report.attempt_line(record, 0.8741, 0.9, 3, 10) == line
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert report.attempt_line(record, 0.8741, 0.9, 3, 10, io.StringIO()) == line  # a pipe: Jenkins' console
+    assert report.attempt_line(record, 0.8741, 0.9, 3, 10, Tty()) == line.replace("kept", "\033[1;32mkept\033[0m")
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert report.attempt_line(record, 0.8741, 0.9, 3, 10, Tty()) == line
+
+
+def test_logs_bundle_of_a_handmade_run_leaves_out_what_links_outside(handmade, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside STATE_DIR")
+    outside = tmp_path / "outside-dir"
+    outside.mkdir()
+    (outside / "private.log").write_text("outside STATE_DIR")
+    (handmade.state / "logs" / "escape.txt").symlink_to(secret)
+    (handmade.state / "logs" / "escape-dir").symlink_to(outside)
+    assert handmade.script("report").returncode == 0
+    result = handmade.script("logs")
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    archive = Path(line)
+    assert archive.parent == handmade.state / "archives" and archive.name.startswith("tweakops-logs-")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        assert {"history.jsonl", "run.env", "logs/attempt-4.log", "report/index.html", "best/model.py"} <= names
+        assert "logs/escape-dir/private.log" not in names
+        for member in tar.getmembers():
+            assert not member.name.startswith(("/", "..")) and not member.name.startswith("archives")
+            if member.isfile():
+                assert b"outside STATE_DIR" not in tar.extractfile(member).read()
+
+
+def test_status_of_a_handmade_run_shows_attempt_epoch_accuracy_and_watchdog(handmade):
+    (handmade.state / "logs" / "watchdog.log").write_text("".join(f"line {n}\n" for n in range(1, 9)) + "restarted attempt 2\n")
+    result = handmade.script("status")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^attempt\s+4$", result.stdout, re.M)
+    assert re.search(r"^status\s+done$", result.stdout, re.M)
+    assert re.search(r"^epoch reached\s+1$", result.stdout, re.M)
+    assert re.search(r"^best\s+0\.8200 \(attempt 2\)$", result.stdout, re.M)
+    assert "restarted attempt 2" in result.stdout and "line 1\n" not in result.stdout
+
+
+def test_status_without_a_run_directory_says_so(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPTS / "status.py")], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "TWEAKOPS_ENV_FILE": os.devnull, "STATE_DIR": str(tmp_path / "none")})
+    assert result.returncode == 2 and "no run yet" in result.stderr
+
+
+def test_report_check_renders_the_page_in_chromium_and_it_is_not_blank(handmade):
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("chromium is not installed (Debian package chromium; make system-deps)")
+    assert handmade.script("report").returncode == 0
+    result = handmade.script("report", "--check")
+    assert result.returncode == 0, result.stderr
+    shot = Path(result.stdout.strip())
+    assert shot == handmade.state / "report" / "screenshot.png"
+    image = Image.open(shot)
+    assert image.size[0] > 0 and len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
+
+
+def test_report_check_without_a_report_says_to_make_one(tmp_path):
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("chromium is not installed (Debian package chromium; make system-deps)")
+    result = Handmade(tmp_path).script("report", "--check")
+    assert result.returncode == 2 and "run make report first" in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# slow: the report of a real short pipeline
+
+@pytest.mark.slow
 def test_report_page_shows_every_attempt_and_embeds_the_plot(ran):
     result = ran.script("report", TARGET_ACCURACY="0.99")
     assert result.returncode == 0, result.stderr
@@ -70,6 +255,7 @@ def test_report_page_shows_every_attempt_and_embeds_the_plot(ran):
     assert "**verdict**: below target" in summary
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium_and_is_not_blank(ran, tmp_path):
     chromium = shutil.which("chromium")
     if not chromium:
@@ -84,6 +270,7 @@ def test_report_renders_in_headless_chromium_and_is_not_blank(ran, tmp_path):
     assert colours is not None and len(colours) > 50
 
 
+@pytest.mark.slow
 def test_logs_bundle_holds_the_state_and_nothing_from_outside(ran, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("outside STATE_DIR")
@@ -101,6 +288,7 @@ def test_logs_bundle_holds_the_state_and_nothing_from_outside(ran, tmp_path):
                 assert b"outside STATE_DIR" not in tar.extractfile(member).read()
 
 
+@pytest.mark.slow
 def test_status_shows_the_current_run(ran):
     result = ran.script("status")
     assert result.returncode == 0, result.stderr
@@ -108,6 +296,7 @@ def test_status_shows_the_current_run(ran):
         assert re.search(rf"^{row}\s", result.stdout, re.M), row
 
 
+@pytest.mark.slow
 def test_status_without_a_run_says_so(project):
     result = project.script("status")
     assert result.returncode == 2
