@@ -57,8 +57,9 @@ def announce() -> None:
     records = report.run_records(cfg, run)
     if records:
         best = float(run["BEST_ACCURACY"]) if run.get("BEST_ACCURACY") else None
-        line = report.attempt_line(records[-1], best, cfg["TARGET_ACCURACY"], len(records), cfg["MAX_TWEAKS"] + 1)
-        print(state.color("1", line, sys.stderr), file=sys.stderr, flush=True)
+        line = report.attempt_line(records[-1], best, cfg["TARGET_ACCURACY"], len(records), cfg["MAX_TWEAKS"] + 1,
+                                   sys.stderr)  # the outcome coloured on a terminal only
+        print(line, file=sys.stderr, flush=True)
 
 
 def summary(cfg: dict, code: int, started: float) -> str:
