@@ -1001,17 +1001,23 @@ def fewer_neighbors(s: Script) -> str | None:
 @rule("knn_weights", "weights → distance", "sklearn")
 def distance_weights(s: Script) -> str | None:
     """Neighbours weighted by distance instead of uniformly."""
+    return _switch_string(s, {"KNeighborsClassifier", "KNeighborsRegressor", "RadiusNeighborsClassifier"},
+                          "weights", "uniform", "distance")
+
+
+def _switch_string(s: Script, classes: set, kwarg: str, old: str, new: str) -> str | None:
+    """Set a string keyword argument from `old` (or absent, the default) to `new`."""
     label = None
-    for call in s.layers({"KNeighborsClassifier", "KNeighborsRegressor", "RadiusNeighborsClassifier"}):
-        a = s.arg(call, None, "weights")
+    for call in s.layers(classes):
+        a = s.arg(call, None, kwarg)
         value = s.resolve(a.value) if a is not None else None
         if a is None:
-            s.replace(call, s.with_kwarg(call, "weights", s.string("distance")))
-        elif isinstance(value, cst.SimpleString) and value.evaluated_value == "uniform":
-            s.replace(value, cst.SimpleString(f"{value.quote}distance{value.quote}"))
+            s.replace(call, s.with_kwarg(call, kwarg, s.string(new)))
+        elif isinstance(value, cst.SimpleString) and value.evaluated_value == old:
+            s.replace(value, cst.SimpleString(f"{value.quote}{new}{value.quote}"))
         else:
             continue
-        label = "weights uniform→distance"
+        label = f"{kwarg} {old}→{new}"
     return label
 
 
@@ -1035,18 +1041,8 @@ def wider_mlp(s: Script) -> str | None:
 @rule("criterion", "criterion → entropy", "sklearn")
 def entropy_criterion(s: Script) -> str | None:
     """Split trees on entropy instead of gini."""
-    label = None
-    for call in s.layers({"DecisionTreeClassifier", "RandomForestClassifier", "ExtraTreesClassifier"}):
-        a = s.arg(call, None, "criterion")
-        value = s.resolve(a.value) if a is not None else None
-        if a is None:
-            s.replace(call, s.with_kwarg(call, "criterion", s.string("entropy")))
-        elif isinstance(value, cst.SimpleString) and value.evaluated_value == "gini":
-            s.replace(value, cst.SimpleString(f"{value.quote}entropy{value.quote}"))
-        else:
-            continue
-        label = "criterion gini→entropy"
-    return label
+    return _switch_string(s, {"DecisionTreeClassifier", "RandomForestClassifier", "ExtraTreesClassifier"},
+                          "criterion", "gini", "entropy")
 
 
 # ---------------------------------------------------------------------------
