@@ -13,6 +13,31 @@ printed. Before it starts, the harness:
     accuracy the script computes (the last call wins: scripts score held-out data last);
     a heartbeat thread (a sklearn fit has no callbacks to beat from).
 
+What the harness adds must never be the reason a script fails: an unbuilt model
+(a `Sequential()` filled by `model.add` with no input shape, a subclassed
+`keras.Model`) is built from the first batch of its own data so the checkpoint can
+apply; where an addition cannot apply (a Python generator it cannot peek into, an
+error inside one of its callbacks), that addition is dropped with one
+`tweakops: ...` line in the log, never the attempt.
+
+Runtimes (TWEAKOPS_RUNTIME, from detect_type.py's MODEL_RUNTIME):
+  keras3   the installed Keras 3 (`import keras`, `tf.keras`)
+  keras2   Keras 2 scripts run unmodified on tf_keras (TensorFlow's Keras 2 package)
+           with TF_USE_LEGACY_KERAS=1: `import keras` and every `keras.*` module are
+           pointed at tf_keras, the old module paths (`keras.utils.np_utils`,
+           `keras.layers.convolutional|core|normalization|embeddings|recurrent|...`)
+           at their Keras 2 homes; `Adam(lr=...)` means learning_rate (tf_keras
+           would warn and silently keep 0.001), `decay=` is Keras 2's time-based decay;
+           `Sequential.predict_classes`/`predict_proba` are back.
+  sklearn  scikit-learn
+
+Build check (TWEAKOPS_BUILD_CHECK=1): the script runs up to its first `fit`, which
+trains one step and stops the script: exit 0 and `tweakops: build check passed` when
+the model builds, the script's own error otherwise. A few seconds, no training.
+
+A script that fails on a missing module or on a download (no network here) ends with
+one `tweakops: error: ...` line naming the module or the URL and what to do.
+
 When the script returns or raises, TWEAKOPS_RESULT gets {"exit_code": n}; after a
 SIGKILL it is absent, which is how the watchdog tells a crash from a clean exit.
 
@@ -24,10 +49,16 @@ framework the script uses, and never imports tweakops' own modules.
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.util
+import inspect
 import json
 import os
 import random
+import re
 import runpy
+import types
 import sys
 import threading
 import time
@@ -45,7 +76,16 @@ SEED = int(ENV.get("TWEAKOPS_SEED", "42"))
 ATTEMPT = int(ENV.get("TWEAKOPS_ATTEMPT", "0"))
 HOPELESS_MARGIN = float(ENV.get("TWEAKOPS_HOPELESS_MARGIN", "0.25"))  # val accuracy gap that stops an attempt
 HOPELESS_FROM_EPOCH = int(ENV.get("TWEAKOPS_HOPELESS_FROM_EPOCH", "2"))  # never judge before this epoch
+RUNTIME = ENV.get("TWEAKOPS_RUNTIME") or ("sklearn" if FRAMEWORK == "sklearn" else "keras3")
+BUILD_CHECK = ENV.get("TWEAKOPS_BUILD_CHECK", "") not in ("", "0")
+if BUILD_CHECK:  # a check of a candidate, not an attempt: it leaves no state behind
+    METRICS = HEARTBEAT = RESULT = CHECKPOINT_DIR = None
 HEARTBEAT_EVERY = 2.0  # seconds between heartbeat writes
+
+
+def note(message: str) -> None:
+    """One line of the harness's own in the attempt's log."""
+    print(f"tweakops: {message}", file=sys.stderr, flush=True)
 
 
 def _write_json(path: str, data: dict) -> None:
@@ -129,35 +169,190 @@ def _reference_curve() -> list:
 # ---------------------------------------------------------------------------
 # Keras
 
-def quiet_import_keras():
-    """Import Keras with TensorFlow's import-time C++ chatter (absl, oneDNN notes) muted.
+# Keras 2 module paths that Keras 2.x itself had already folded into `keras.layers`
+# (and older homes of a few utilities): where tf_keras keeps each of them now.
+KERAS2_MODULES = {
+    **{f"keras.layers.{old}": "tf_keras.layers" for old in (
+        "convolutional", "core", "normalization", "embeddings", "recurrent", "pooling", "merge",
+        "advanced_activations", "wrappers", "noise", "convolutional_recurrent", "local",
+        "normalization_v2", "dense_attention", "cudnn_recurrent", "recurrent_v2")},
+    "keras.utils.np_utils": "tf_keras.utils",
+    "keras.utils.generic_utils": "tf_keras.utils",
+    "keras.utils.vis_utils": "tf_keras.utils",
+    "keras.utils.data_utils": "tf_keras.utils",
+}
 
-    TF_CPP_MIN_LOG_LEVEL cannot reach the lines TensorFlow writes to fd 2 before its
-    logging starts, so fd 2 points at /dev/null for the import only: the user's script
-    has not run yet, and a Python error of the import itself is still raised and shown.
+
+class KerasToTfKeras(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """`import keras` / `from keras.x import y` get tf_keras' own module objects.
+
+    Aliasing in sys.modules (not a second copy of tf_keras under another name) keeps one
+    class per layer, so isinstance checks inside tf_keras hold for the script's layers.
     """
+
+    @staticmethod
+    def target(name: str) -> str:
+        return KERAS2_MODULES.get(name) or "tf_keras" + name[len("keras"):]
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras" and not name.startswith("keras."):
+            return None
+        if importlib.util.find_spec(self.target(name)) is None:
+            return None  # a module Keras 2 never had: the usual ModuleNotFoundError
+        return importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        return importlib.import_module(self.target(spec.name))
+
+    def exec_module(self, module):
+        pass  # tf_keras ran it already
+
+
+def _muted_fd2(fn):
+    """Run fn with fd 2 on /dev/null: TensorFlow's import-time C++ chatter (absl,
+    oneDNN notes) is written before its logging starts, so TF_CPP_MIN_LOG_LEVEL cannot
+    reach it. The user's script has not run yet, and a Python error is still raised."""
     if ENV.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
-        import keras
-        return keras
+        return fn()
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        import keras
+        return fn()
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-    return keras
+
+
+def quiet_import_keras():
+    """The Keras the script's runtime uses: Keras 3, or tf_keras behind `import keras`."""
+    if RUNTIME != "keras2":
+        def load():
+            import keras
+            return keras
+        return _muted_fd2(load)
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"  # tf.keras is tf_keras too
+
+    def load_legacy():
+        import tensorflow  # noqa: F401  (imports its Keras 2 under TF_USE_LEGACY_KERAS)
+        import tf_keras
+        return tf_keras
+    try:
+        tf_keras = _muted_fd2(load_legacy)
+    except ImportError as exc:
+        raise SystemExit(f"tweakops: error: this Keras 2 script needs tf_keras ({exc}); "
+                         "install requirements-nodeps.txt (make setup does) or use an image that carries it")
+    for name in [n for n in sys.modules if n == "keras" or n.startswith("keras.")]:
+        del sys.modules[name]  # a Keras 3 that TensorFlow's import touched
+    sys.meta_path.insert(0, KerasToTfKeras())
+    for old, new in KERAS2_MODULES.items():
+        # `from keras.layers.core import Dense` resolves through the finder; `from
+        # keras.utils import np_utils` asks the package for an attribute first
+        parent, _, leaf = ("tf_keras" + old[len("keras"):]).rpartition(".")
+        module = importlib.import_module(parent)
+        if not hasattr(module, leaf):
+            setattr(module, leaf, importlib.import_module(new))
+    legacy_api(tf_keras)
+    return tf_keras
+
+
+def legacy_api(keras) -> None:
+    """Keras 2 idioms that tf_keras dropped or silently ignores."""
+    import numpy as np
+
+    def predict_classes(self, x, batch_size=32, verbose=0):
+        proba = np.asarray(self.predict(x, batch_size=batch_size, verbose=verbose))
+        if proba.shape[-1] > 1:
+            return proba.argmax(axis=-1)
+        return (proba > 0.5).astype("int32")
+
+    def predict_proba(self, x, batch_size=32, verbose=0):
+        return self.predict(x, batch_size=batch_size, verbose=verbose)
+
+    for cls in (keras.Sequential, keras.Model):
+        if not hasattr(cls, "predict_classes"):
+            cls.predict_classes = predict_classes
+        if not hasattr(cls, "predict_proba"):
+            cls.predict_proba = predict_proba
+
+    base = keras.optimizers.Optimizer
+    for name in dir(keras.optimizers):
+        cls = getattr(keras.optimizers, name)
+        if isinstance(cls, type) and issubclass(cls, base) and "__init__" in cls.__dict__:
+            cls.__init__ = _keras2_optimizer_init(keras, cls.__init__)
+
+
+def _keras2_optimizer_init(keras, init):
+    def __init__(self, *args, **kwargs):
+        if "lr" in kwargs:  # Keras 2's name of the learning rate
+            kwargs.setdefault("learning_rate", kwargs.pop("lr"))
+            kwargs.pop("lr", None)
+        decay = kwargs.pop("decay", None)
+        if decay:  # Keras 2's time-based decay: lr / (1 + decay * iterations)
+            rate = kwargs.get("learning_rate", args[0] if args else 0.001)
+            kwargs["learning_rate"] = keras.optimizers.schedules.InverseTimeDecay(rate, 1, decay)
+            args = args[1:]
+        init(self, *args, **kwargs)
+    return __init__
+
+
+class BuildChecked(BaseException):
+    """Raised by fit in build-check mode: the model built and took one step.
+    A BaseException, so a script's own `except Exception` does not swallow it."""
+
+
+def first_batch(x, y, batch_size):
+    """The first batch of fit's data without consuming it, or None where that is not
+    possible (a Python generator)."""
+    import numpy as np
+
+    if hasattr(x, "take") and hasattr(x, "element_spec"):   # tf.data.Dataset
+        return next(iter(x.take(1)))
+    if hasattr(x, "__getitem__") and hasattr(x, "__len__") and not isinstance(x, (np.ndarray, list, tuple, dict)):
+        return x[0]                                          # keras.utils.PyDataset / Sequence
+    n = batch_size or 32
+    if isinstance(x, dict):
+        xs = {k: np.asarray(v)[:n] for k, v in x.items()}
+    elif isinstance(x, (list, tuple)):
+        xs = [np.asarray(v)[:n] for v in x]
+    elif hasattr(x, "shape"):
+        xs = x[:n]
+    else:
+        return None
+    return (xs,) if y is None else (xs, y[:n])
 
 
 def patch_keras() -> None:
     keras = quiet_import_keras()
-
     keras.utils.set_random_seed(SEED)
     reference = _reference_curve()
     fit_calls = [0]
+
+    class Guarded:
+        """Mixed into each callback the harness adds: an error inside it turns that
+        callback off with one line; the script's training goes on."""
+
+        what = "a tweakops callback"
+
+        def _guard(self, hook, *args, **kwargs):
+            if getattr(self, "_off", False):
+                return None
+            try:
+                return hook(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - anything ours must not fail the script
+                self._off = True
+                note(f"{self.what} is off for this fit: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                return None
+
+    def guarded(cls, what):
+        hooks = [name for name in dir(cls) if name.startswith("on_")]
+        members = {"what": what}
+        for name in hooks:
+            members[name] = (lambda name: lambda self, *a, **k: self._guard(getattr(super(new, self), name), *a, **k))(name)
+        new = type(f"Guarded{cls.__name__}", (Guarded, cls), members)
+        return new
 
     class Recorder(keras.callbacks.Callback):
         """Per-epoch metrics, heartbeat, and the hopeless-attempt stop."""
@@ -167,18 +362,21 @@ def patch_keras() -> None:
             self.fit_index = fit_index
             self.last_beat = 0.0
             self.epoch = 0
+            self.began = False
 
         def on_train_begin(self, logs=None):
-            initial = getattr(self.model, "_initial_epoch", 0) or 0
-            if initial:
-                METRICS_FILE.data["resumed_from_epoch"] = initial
-                print(f"tweakops: resuming from the checkpoint at epoch {initial}", flush=True)
-            # epochs of this fit that a resumed run will not redo stay; later ones go
-            METRICS_FILE.data["epochs"] = [e for e in METRICS_FILE.data["epochs"]
-                                           if e.get("fit", 0) < self.fit_index or e["epoch"] <= initial]
-            beat(initial)
+            beat()
 
         def on_epoch_begin(self, epoch, logs=None):
+            if not self.began:
+                # the first epoch this fit runs: > 0 when a checkpoint was restored
+                # (Keras 3 and Keras 2 alike); epochs a resumed run will not redo stay
+                self.began = True
+                if epoch:
+                    METRICS_FILE.data["resumed_from_epoch"] = epoch
+                    print(f"tweakops: resuming from the checkpoint at epoch {epoch}", flush=True)
+                METRICS_FILE.data["epochs"] = [e for e in METRICS_FILE.data["epochs"]
+                                               if e.get("fit", 0) < self.fit_index or e["epoch"] <= epoch]
             self.epoch = epoch + 1
             self.started = time.time()
 
@@ -215,26 +413,58 @@ def patch_keras() -> None:
             METRICS_FILE.data["evaluate"] = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
             METRICS_FILE.save()
 
+    SafeRecorder = guarded(Recorder, "metrics recording")
+    SafeEvaluateRecorder = guarded(EvaluateRecorder, "evaluate recording")
+    SafeBackup = guarded(keras.callbacks.BackupAndRestore, "the checkpoint (BackupAndRestore)")
+    backup_options = {}
+    if "double_checkpoint" in inspect.signature(keras.callbacks.BackupAndRestore).parameters:
+        # Keras 3: a SIGKILL in the middle of a save leaves the previous backup to load
+        backup_options["double_checkpoint"] = True
+
     original_fit = keras.Model.fit
     original_evaluate = keras.Model.evaluate
 
+    def ensure_built(model, args, kwargs) -> str | None:
+        """Build an unbuilt model from its first batch; None, or why it could not be."""
+        if model.built or RUNTIME == "keras2":  # Keras 2 restores into an unbuilt model lazily
+            return None
+        x = args[0] if args else kwargs.get("x")
+        y = args[1] if len(args) > 1 else kwargs.get("y")
+        try:
+            batch = first_batch(x, y, kwargs.get("batch_size"))
+            if batch is None:
+                return "its data is a Python generator, which cannot be peeked at before fit"
+            model._symbolic_build(data_batch=tuple(batch) if isinstance(batch, list) else batch)
+        except Exception as exc:  # noqa: BLE001
+            return f"building it from the first batch failed ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        return None if model.built else "it is still unbuilt after a build from the first batch"
+
     def fit(self, *args, **kwargs):
+        if BUILD_CHECK:
+            kwargs.update(epochs=1, steps_per_epoch=1, verbose=0, validation_data=None, callbacks=[])
+            kwargs.pop("validation_split", None)
+            kwargs.pop("initial_epoch", None)
+            original_fit(self, *args, **kwargs)
+            raise BuildChecked()
         fit_index = fit_calls[0]
         fit_calls[0] += 1
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if CHECKPOINT_DIR:
-            # first, so the epoch it restores is known when the Recorder starts;
-            # double_checkpoint: a SIGKILL in the middle of a save leaves the previous backup to load
-            callbacks.append(keras.callbacks.BackupAndRestore(str(Path(CHECKPOINT_DIR) / f"fit-{fit_index}"),
-                                                              double_checkpoint=True))
-        callbacks.append(Recorder(fit_index))
+            why = ensure_built(self, args, kwargs)
+            if why:
+                note(f"no checkpoint for this fit: the model is not built before fit and {why}; "
+                     "a restart trains it from the first epoch")
+            else:
+                # first, so the epoch it restores is known when the Recorder starts
+                callbacks.append(SafeBackup(str(Path(CHECKPOINT_DIR) / f"fit-{fit_index}"), **backup_options))
+        callbacks.append(SafeRecorder(fit_index))
         return original_fit(self, *args, callbacks=callbacks, **kwargs)
 
     def evaluate(self, *args, **kwargs):
         if kwargs.get("_use_cached_eval_dataset"):  # fit's own validation pass
             return original_evaluate(self, *args, **kwargs)
         callbacks = list(kwargs.pop("callbacks", None) or [])
-        callbacks.append(EvaluateRecorder())
+        callbacks.append(SafeEvaluateRecorder())
         return original_evaluate(self, *args, callbacks=callbacks, **kwargs)
 
     keras.Model.fit = fit
@@ -285,24 +515,61 @@ def patch_sklearn() -> None:
 
 # ---------------------------------------------------------------------------
 
+# pip's name of a module a script may import, where it is not the module's own
+PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml",
+             "skimage": "scikit-image", "bs4": "beautifulsoup4", "tf_keras": "tf_keras"}
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line for the failures a user can fix without reading a traceback."""
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        text = str(exc)
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            top = exc.name.split(".")[0]
+            if top in ("keras", "tensorflow", "tf_keras"):
+                return (f"the script imports {exc.name}, which the {RUNTIME} runtime does not have "
+                        f"(Keras 3 and Keras 2 through tf_keras are installed); use the module's current name")
+            return (f"the script imports {exc.name}, which the {RUNTIME} runtime does not have; "
+                    f"add {PIP_NAMES.get(top, top)} to requirements.txt in the model repository")
+        if "URL fetch failure" in text or exc.__class__.__name__ in ("URLError", "gaierror") \
+                or isinstance(exc, ConnectionError):
+            found = re.search(r"https?://[^\s'\"]+", text)
+            url = found.group(0).rstrip(":;,.") if found else "data or weights"
+            return (f"the script downloads {url} and this machine has no network; ship the data in the "
+                    "model repository or DATA_DIR (pretrained weights: weights=None, or a file in the repository)")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def run(script: str) -> int:
     random.seed(SEED)
     os.environ.setdefault("PYTHONHASHSEED", str(SEED))
     beat()
-    if FRAMEWORK == "keras":
-        patch_keras()
-    elif FRAMEWORK == "sklearn":
-        patch_sklearn()
-    script_path = Path(script).resolve()
-    sys.argv = [str(script_path)]
-    sys.path.insert(0, str(script_path.parent))
     code = 0
     try:
+        if FRAMEWORK == "keras":
+            patch_keras()
+        elif FRAMEWORK == "sklearn":
+            patch_sklearn()
+        script_path = Path(script).resolve()
+        sys.argv = [str(script_path)]
+        sys.path.insert(0, str(script_path.parent))
         runpy.run_path(str(script_path), run_name="__main__")
+        if BUILD_CHECK:
+            note("build check: the script finished without calling fit")
+    except BuildChecked:
+        note("build check passed: the model builds and takes a training step")
     except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
+    except BaseException as exc:
         traceback.print_exc()
+        why = explain(exc)
+        if why:
+            print(f"tweakops: error: {why}", file=sys.stderr, flush=True)
         code = 1
     METRICS_FILE.data["finished"] = code == 0
     METRICS_FILE.save()
