@@ -26,8 +26,8 @@ import state  # noqa: E402
 def digits(tmp_path_factory) -> Path:
     """The example dataset, generated once per session."""
     data = tmp_path_factory.mktemp("data") / "digits"
-    env = {**os.environ, "DATA_DIR": str(data), "TWEAKOPS_ENV_FILE": os.devnull}
-    subprocess.run([PYTHON, str(SCRIPTS / "make_data.py")], env=env, check=True, capture_output=True)
+    env = {**os.environ, "TWEAKOPS_ENV_FILE": os.devnull}
+    subprocess.run([PYTHON, str(SCRIPTS / "make_data.py"), "--to", str(data)], env=env, check=True, capture_output=True)
     return data
 
 

@@ -66,7 +66,7 @@ def test_missing_data_dir_is_one_clear_line(project):
     ready(project)
     result = project.script("train", DATA_DIR=str(project.root / "nodata"))
     assert result.returncode == 2
-    assert result.stderr.strip().endswith("does not exist; run make data or set DATA_DIR")
+    assert result.stderr.strip().endswith("does not exist; set DATA_DIR to the folder that holds your dataset")
     assert project.run_env()["STATUS"] == "detected"
 
 
@@ -75,7 +75,7 @@ def test_empty_data_dir_is_one_clear_line(project):
     (project.root / "empty").mkdir()
     result = project.script("train", DATA_DIR=str(project.root / "empty"))
     assert result.returncode == 2
-    assert "is empty; run make data or set DATA_DIR" in result.stderr
+    assert "is empty (no file); put your dataset in it, or set DATA_DIR to the folder that holds your dataset" in result.stderr
 
 
 def test_a_corrupt_png_is_named(project, digits):

@@ -1,0 +1,154 @@
+"""The harness never breaks a script that runs on its own (real TensorFlow, real kills).
+
+Each script in tests/fixtures/harness/ is run by scripts/harness.py exactly as the
+runners run it (environment variables, the script's folder as working directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = ROOT / "scripts" / "harness.py"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "harness"
+
+
+def harness_env(tmp_path: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWEAKOPS_")}
+    env.update({
+        "TWEAKOPS_METRICS": str(tmp_path / "metrics.json"),
+        "TWEAKOPS_RESULT": str(tmp_path / "result.json"),
+        "TWEAKOPS_HEARTBEAT": str(tmp_path / "heartbeat"),
+        "TWEAKOPS_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def run_harness(tmp_path: Path, script: str, **extra) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(HARNESS), script], cwd=FIXTURES, env=harness_env(tmp_path, **extra),
+                          capture_output=True, text=True, timeout=300)
+
+
+def metrics(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_an_unbuilt_sequential_trains_with_its_checkpoint(tmp_path):
+    result = run_harness(tmp_path, "unbuilt_sequential.py")
+    assert result.returncode == 0, result.stderr
+    assert "BackupAndRestore" not in result.stderr
+    assert "no checkpoint" not in result.stderr  # built from the first batch: the checkpoint applies
+    data = metrics(tmp_path)
+    assert [e["epoch"] for e in data["epochs"]] == [1, 2]
+    assert data["accuracy_source"] == "evaluate" and 0.1 < data["accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_an_unbuilt_model_resumes_after_a_sigkill(tmp_path):
+    env = harness_env(tmp_path, EPOCHS="12")
+    proc = subprocess.Popen([sys.executable, str(HARNESS), "unbuilt_sequential.py"], cwd=FIXTURES, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            if len(metrics(tmp_path)["epochs"]) >= 2:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = len(metrics(tmp_path)["epochs"])
+    assert 2 <= killed_at < 12, "the run finished before the kill: make it longer"
+    result = subprocess.run([sys.executable, str(HARNESS), "unbuilt_sequential.py"], cwd=FIXTURES, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = metrics(tmp_path)
+    assert data["resumed_from_epoch"] >= killed_at - 1
+    assert "resuming from the checkpoint" in result.stdout
+    assert [e["epoch"] for e in data["epochs"]] == list(range(1, 13))  # each epoch once
+
+
+def test_a_subclassed_model_trains_on_a_dataset(tmp_path):
+    result = run_harness(tmp_path, "subclassed.py")
+    assert result.returncode == 0, result.stderr
+    assert "no checkpoint" not in result.stderr
+    assert [e["epoch"] for e in metrics(tmp_path)["epochs"]] == [1, 2]
+
+
+def test_a_python_generator_drops_only_the_checkpoint_with_one_line(tmp_path):
+    result = run_harness(tmp_path, "python_generator.py")
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("tweakops: no checkpoint")]
+    assert len(notes) == 1, result.stderr
+    assert "Python generator" in notes[0]
+    assert metrics(tmp_path)["accuracy_source"] == "evaluate"
+
+
+def test_keras2_idioms_run_unmodified_on_tf_keras(tmp_path):
+    result = run_harness(tmp_path, "keras2_idioms.py", TWEAKOPS_RUNTIME="keras2")
+    assert result.returncode == 0, result.stderr
+    assert "learning rate: 0.02" in result.stdout  # lr= honoured, not silently 0.001
+    assert "classes: [" in result.stdout          # predict_classes is back
+    data = metrics(tmp_path)
+    assert [e["epoch"] for e in data["epochs"]] == [1, 2]
+    assert "val_acc" in data["epochs"][-1]          # Keras 2's metric keys are read
+    assert data["accuracy_source"] == "evaluate" and data["accuracy"] > 0.5
+
+
+def test_keras2_script_under_keras3_fails_on_the_import(tmp_path):
+    result = run_harness(tmp_path, "keras2_idioms.py", TWEAKOPS_RUNTIME="keras3")
+    assert result.returncode == 1
+    assert "keras.layers.core" in result.stderr
+
+
+def test_a_missing_module_is_one_line_naming_it(tmp_path):
+    result = run_harness(tmp_path, "missing_module.py")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tweakops: error: the script imports cv2, which the keras3 runtime does not have; "
+        "add opencv-python-headless to requirements.txt in the model repository")
+
+
+def test_a_download_is_one_line_naming_the_url(tmp_path):
+    result = run_harness(tmp_path, "downloads.py")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tweakops: error: the script downloads https://"), last
+    assert "mnist.npz and this machine has no network" in last
+
+
+def test_build_check_passes_without_training_or_state(tmp_path):
+    result = run_harness(tmp_path, "unbuilt_sequential.py", TWEAKOPS_BUILD_CHECK="1", EPOCHS="50")
+    assert result.returncode == 0, result.stderr
+    assert "tweakops: build check passed" in result.stderr
+    assert "Test accuracy" not in result.stdout  # stopped at the first fit
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_build_check_fails_on_a_model_that_does_not_build(tmp_path):
+    result = run_harness(tmp_path, "zero_map.py", TWEAKOPS_BUILD_CHECK="1")
+    assert result.returncode == 1
+    assert "Computed output size would be zero or negative" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["unbuilt_sequential.py", "subclassed.py"])
+def test_the_harness_gives_the_bare_accuracy(tmp_path, script):
+    bare = subprocess.run([sys.executable, script], cwd=FIXTURES, env=harness_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert bare.returncode == 0, bare.stderr
+    bare_accuracy = float(bare.stdout.strip().splitlines()[-1].split()[-1])
+    result = run_harness(tmp_path, script)
+    assert result.returncode == 0, result.stderr
+    assert abs(metrics(tmp_path)["accuracy"] - bare_accuracy) < 0.02
