@@ -30,11 +30,12 @@ VARIANTS ?=
 .PHONY: setup
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt
 	@test -x $(PYTHON) || $(SYSTEM_PYTHON) -m venv $(VENV)
 	@echo "==> installing requirements into $(VENV) (first time: ~2 min)" >&2
-	@$(PYTHON) -m pip install $(PIP_FLAGS) --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
-	@$(PYTHON) -c "import tensorflow, sklearn, libcst, requests" 2>/dev/null || { echo "error: the requirements did not install; run make setup PIP_FLAGS= to see why" >&2; exit 2; }
+	@$(PYTHON) -m pip install $(PIP_FLAGS) --disable-pip-version-check -r requirements-dev.txt -c constraints.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+	@$(PYTHON) -m pip install $(PIP_FLAGS) --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+	@$(PYTHON) -c "import tensorflow, sklearn, libcst, requests, tf_keras, keras_preprocessing" 2>/dev/null || { echo "error: the requirements did not install; run make setup PIP_FLAGS= to see why" >&2; exit 2; }
 	@touch $@
 
 ## Generate the example dataset (scikit-learn's digits as PNGs in DATA_DIR)
@@ -171,7 +172,7 @@ wheels: setup
 images: setup
 	@$(PY) scripts/images.py build $(VARIANTS)
 
-## Print the images' sizes against their limits (keras 1.5 GB, sklearn 400 MB)
+## Print the images' sizes against their limits (keras 1.7 GB, sklearn 400 MB)
 .PHONY: images-check
 images-check: setup
 	@$(PY) scripts/images.py check
@@ -202,6 +203,25 @@ jenkins-deploy: setup
 .PHONY: hooks
 hooks: setup
 	@$(PY) scripts/git_hook.py install "$(REPO)"
+
+##@ Benchmark
+
+# the tuners the benchmark races against: never in the runtime or the images
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
+	@echo "==> installing the benchmark's contenders (requirements-bench.txt)" >&2
+	@$(PYTHON) -m pip install $(PIP_FLAGS) --disable-pip-version-check -r requirements-bench.txt -c constraints.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+	@$(PYTHON) -c "import keras_tuner, optuna" 2>/dev/null || { echo "error: the benchmark requirements did not install; run make bench PIP_FLAGS= to see why" >&2; exit 2; }
+	@touch $@
+
+## Race tweakops against KerasTuner and Optuna on the weak-model suite (bench/README.md; ~45 min)
+.PHONY: bench
+bench: setup $(VENV)/.bench-installed
+	@$(PY) bench/run.py $(BENCH_ARGS)
+
+## The benchmark's harness on a tiny budget (a smoke run; make test runs it too)
+.PHONY: bench-quick
+bench-quick: setup $(VENV)/.bench-installed
+	@$(PY) bench/run.py --quick $(BENCH_ARGS)
 
 ##@ Quality
 

@@ -15,6 +15,15 @@ status — can ask about a run another one started.
     runner = runners.get("local", cfg)
     fields = runner.start(job)          # -> {"PID": ..., "PID_START": ...}
     code = runner.wait(fields)
+    code, output = runner.run_sync(job, {"TWEAKOPS_BUILD_CHECK": "1"}, timeout=120)
+
+Runtimes (scripts/runtimes.py): a job runs in job.runtime (keras2, keras3, sklearn):
+TWEAKOPS_RUNTIME tells the harness which, and keras2 sets TF_USE_LEGACY_KERAS=1 (the
+Keras 2 package, tf_keras, is in the .venv and the keras image alike). When
+job.requirements names the model repository's requirements.txt, the local runner runs
+the derived environment's python and the Docker runner the derived image, each made
+once by runtimes.py; a requirement that cannot be installed is exit 2 before anything
+starts.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import runtimes
 import state
 
 HARNESS = Path(__file__).resolve().parent / "harness.py"
@@ -42,16 +52,22 @@ class Job:
     model_file: str          # relative to checkout
     model_type: str          # cnn, rnn, mlp, sklearn
     checkout: Path
-    data_dir: Path
+    data_dir: Path | None            # None: the script reads its own data (no DATA_DIR, no /data)
     state_dir: Path
     image: str = ""
     seed: int = 42
     reference: Path | None = None   # metrics file of the best attempt (hopeless-attempt stop)
     extra_env: dict = field(default_factory=dict)
+    runtime: str = ""               # keras2, keras3, sklearn; "" = keras3 (Keras types) or sklearn
+    requirements: Path | None = None  # the model repository's requirements.txt on the host
 
     @property
     def framework(self) -> str:
         return "sklearn" if self.model_type == "sklearn" else "keras"
+
+    @property
+    def runtime_name(self) -> str:
+        return runtimes.runtime_of(self.model_type, self.runtime)
 
     @property
     def log(self) -> Path:
@@ -66,20 +82,24 @@ class Job:
             "heartbeat": "heartbeat",
         }[kind]
 
-    def harness_env(self, state_root: str, data_dir: str) -> dict[str, str]:
+    def harness_env(self, state_root: str, data_dir: str | None) -> dict[str, str]:
         """The harness's environment, with STATE_DIR and DATA_DIR as the harness sees them."""
         env = {
             "TWEAKOPS_ATTEMPT": str(self.attempt),
             "TWEAKOPS_FRAMEWORK": self.framework,
+            "TWEAKOPS_RUNTIME": self.runtime_name,
             "TWEAKOPS_SEED": str(self.seed),
             "TWEAKOPS_METRICS": f"{state_root}/{self.state_path('metrics')}",
             "TWEAKOPS_RESULT": f"{state_root}/{self.state_path('result')}",
             "TWEAKOPS_HEARTBEAT": f"{state_root}/{self.state_path('heartbeat')}",
             "TWEAKOPS_CHECKPOINT_DIR": f"{state_root}/{self.state_path('checkpoints')}",
-            "DATA_DIR": data_dir,
             "PYTHONUNBUFFERED": "1",
             "PYTHONHASHSEED": str(self.seed),
         }
+        if data_dir is not None:
+            env["DATA_DIR"] = data_dir
+        if self.runtime_name == "keras2":
+            env["TF_USE_LEGACY_KERAS"] = "1"  # tf.keras is tf_keras too (the harness points `import keras`)
         if self.reference is not None:
             env["TWEAKOPS_REFERENCE"] = f"{state_root}/{self.reference.relative_to(self.state_dir)}"
         env.update(self.extra_env)
@@ -102,6 +122,12 @@ class Runner:
         raise NotImplementedError
 
     def stop(self, fields: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def run_sync(self, job: Job, extra_env: dict, timeout: float) -> tuple[int, str]:
+        """Run the harness for `job` to completion with `extra_env` added (e.g.
+        TWEAKOPS_BUILD_CHECK=1): (exit code, stdout and stderr together). Nothing goes
+        to the attempt's log; past `timeout` seconds the run is killed: EXIT_KILLED."""
         raise NotImplementedError
 
 
@@ -135,14 +161,44 @@ class LocalRunner(Runner):
         self._children: dict[int, subprocess.Popen] = {}
         self._results: dict[int, Path] = {}
 
+    def python(self, job: Job) -> str:
+        """This interpreter (the .venv), or the derived environment's with job.requirements."""
+        if job.requirements is None:
+            return sys.executable
+        return runtimes.local_python(job.requirements, job.runtime_name)
+
+    def env(self, job: Job, extra_env: dict | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("DATA_DIR", None)  # only the job's own: a script without one sees none
+        for key in ("TWEAKOPS_RUNTIME", "TF_USE_LEGACY_KERAS", "TWEAKOPS_BUILD_CHECK"):
+            env.pop(key, None)
+        env.update(job.harness_env(str(job.state_dir), None if job.data_dir is None else str(job.data_dir)))
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", str(self.cfg.get("TF_CPP_MIN_LOG_LEVEL", "2")))
+        env.update(extra_env or {})
+        return env
+
+    def run_sync(self, job: Job, extra_env: dict, timeout: float) -> tuple[int, str]:
+        python = self.python(job)
+        env = self.env(job, extra_env)
+        proc = subprocess.Popen([python, "-u", str(HARNESS), job.model_file], cwd=job.checkout, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            return EXIT_KILLED, out.decode(errors="replace") + f"\ntweakops: killed after {timeout:.0f}s\n"
+        code = proc.returncode
+        return (128 - code if code < 0 else code), out.decode(errors="replace")
+
     def start(self, job: Job) -> dict[str, str]:
         job.log.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update(job.harness_env(str(job.state_dir), str(job.data_dir)))
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", str(self.cfg.get("TF_CPP_MIN_LOG_LEVEL", "2")))
+        python = self.python(job)
+        env = self.env(job)
         with open(job.log, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-u", str(HARNESS), job.model_file],
+                [python, "-u", str(HARNESS), job.model_file],
                 cwd=job.checkout, env=env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
         self._children[proc.pid] = proc
@@ -316,7 +372,9 @@ class DockerRunner(Runner):
             return str(available)
         return str(wanted)
 
-    def start(self, job: Job) -> dict[str, str]:
+    def ready_image(self, job: Job) -> tuple[str, str]:
+        """(engine version, image to run): the runtime image, or its derived image with the
+        model repository's requirements (runtimes.py builds it once)."""
         version = engine_version()
         if version is None:
             self.fail("engine-down", "no Docker engine answers (docker version failed); start one with "
@@ -325,26 +383,31 @@ class DockerRunner(Runner):
         if not image_present(image):
             self.fail("image-missing", f"image {image} is missing; build it with make images "
                       "(or make images-pull with DOCKER_REGISTRY set)")
-        name = self.container_name(job)
-        # the previous instance of this name goes first, running or not
-        removed = docker_cli("rm", "--force", name, check=False)
-        if removed.returncode != 0 and "No such container" not in removed.stderr:
-            self.fail("start-failed", f"could not remove the old container {name}: {docker_reason(removed.stderr)}")
-        mounts = {"checkout": job.checkout, "data": job.data_dir, "state": job.state_dir, "harness": HARNESS}
+        if job.requirements is not None:
+            image = runtimes.docker_image(job.requirements, job.runtime_name, image)
+        return version, image
+
+    def run_args(self, job: Job, extra_env: dict | None = None, log: bool = True) -> list[str]:
+        """The `docker run` options every run of `job` gets: sandbox, limits, mounts, env
+        (`log`: the attempt's log file is made for the container to append to)."""
+        mounts = {"checkout": job.checkout, "state": job.state_dir, "harness": HARNESS}
+        if job.data_dir is not None:
+            mounts["data"] = job.data_dir
         for what, path in mounts.items():
             if "," in str(path) or '"' in str(path):
                 raise state.TweakopsError(f"{path} ({what}) contains a comma or a quote, which docker --mount "
                                           "cannot take; move it to a plain path")
         for kind in ("metrics", "result", "checkpoints"):
             (job.state_dir / job.state_path(kind)).parent.mkdir(parents=True, exist_ok=True)
-        job.log.parent.mkdir(parents=True, exist_ok=True)
-        job.log.touch()
+        if log:
+            job.log.parent.mkdir(parents=True, exist_ok=True)
+            job.log.touch()
         cfg = self.cfg
-        env = job.harness_env(IN_CONTAINER["state"], IN_CONTAINER["data"])
+        env = job.harness_env(IN_CONTAINER["state"], None if job.data_dir is None else IN_CONTAINER["data"])
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", str(cfg.get("TF_CPP_MIN_LOG_LEVEL", "2")))
         env["HOME"] = "/tmp"
+        env.update(extra_env or {})
         args = [
-            "run", "--detach", "--name", name,
             "--label", f"tweakops.attempt={job.attempt}", "--label", f"tweakops.state={job.state_dir}",
             "--network", "none", "--user", self.user(job),
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
@@ -352,7 +415,10 @@ class DockerRunner(Runner):
             "--memory", str(cfg["TRAIN_MEMORY"]), "--memory-swap", str(cfg["TRAIN_MEMORY"]),
             "--cpus", self.cpus(), "--pids-limit", str(PIDS_LIMIT),
             "--mount", f"type=bind,source={job.checkout},target={IN_CONTAINER['checkout']}",
-            "--mount", f"type=bind,source={job.data_dir},target={IN_CONTAINER['data']},readonly",
+        ]
+        if job.data_dir is not None:
+            args += ["--mount", f"type=bind,source={job.data_dir},target={IN_CONTAINER['data']},readonly"]
+        args += [
             "--mount", f"type=bind,source={job.state_dir},target={IN_CONTAINER['state']}",
             "--mount", f"type=bind,source={HARNESS},target={IN_CONTAINER['harness']},readonly",
             "--workdir", IN_CONTAINER["checkout"],
@@ -361,6 +427,37 @@ class DockerRunner(Runner):
             args += ["--env", f"{key}={value}"]
         if cfg.get("GPUS"):
             args += ["--gpus", str(cfg["GPUS"])]
+        return args
+
+    def run_sync(self, job: Job, extra_env: dict, timeout: float) -> tuple[int, str]:
+        """A throw-away `docker run --rm` with the attempt's flags and mounts, under a name
+        of its own (the training container tweakops-<type> is left alone)."""
+        _, image = self.ready_image(job)
+        name = f"tweakops-{job.model_type}-check-{os.getpid()}"
+        docker_cli("rm", "--force", name, check=False)
+        args = ["run", "--rm", "--name", name, *self.run_args(job, extra_env, log=False),
+                image, "python", "-u", IN_CONTAINER["harness"], job.model_file]
+        try:
+            proc = subprocess.run(["docker", *args], stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            docker_cli("rm", "--force", name, check=False)
+            out = (exc.stdout or b"") + (exc.stderr or b"")
+            return EXIT_KILLED, out.decode(errors="replace") + f"\ntweakops: killed after {timeout:.0f}s\n"
+        output = (proc.stdout + proc.stderr).decode(errors="replace")
+        stderr = proc.stderr.decode(errors="replace")
+        if proc.returncode == 125 and stderr.startswith("docker: "):  # docker's own failure, not the script's
+            self.fail("start-failed", f"container {name} could not start: {docker_reason(stderr)}")
+        return proc.returncode, output
+
+    def start(self, job: Job) -> dict[str, str]:
+        version, image = self.ready_image(job)
+        name = self.container_name(job)
+        # the previous instance of this name goes first, running or not
+        removed = docker_cli("rm", "--force", name, check=False)
+        if removed.returncode != 0 and "No such container" not in removed.stderr:
+            self.fail("start-failed", f"could not remove the old container {name}: {docker_reason(removed.stderr)}")
+        args = ["run", "--detach", "--name", name, *self.run_args(job)]
         in_log = f"{IN_CONTAINER['state']}/{job.log.relative_to(job.state_dir)}"
         args += [image, "sh", "-c", IN_CONTAINER_COMMAND, IN_CONTAINER["harness"], job.model_file, in_log]
         started = docker_cli(*args, check=False)

@@ -486,3 +486,15 @@ def _record_exit(code: int) -> None:
         atomic_write(Path(config()["STATE_DIR"]) / "exit_code", f"{code}\n")
     except (TweakopsError, OSError):
         pass
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def last_real_line(output: str) -> str:
+    """The script's last meaningful line: no colour codes, no progress-bar redraws."""
+    for line in reversed(_ANSI.sub("", output).replace("\r", "\n").splitlines()):
+        line = line.strip()
+        if line and not line.startswith("File ") and "━" not in line:
+            return line
+    return "no output"

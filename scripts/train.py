@@ -30,31 +30,11 @@ import sys
 import time
 from pathlib import Path
 
+import jobs
 import runners
 import state
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 LOG_TAIL = 20
-
-
-def check_data(data_dir: Path) -> None:
-    """Missing, empty or corrupt data is one clear line before any training starts."""
-    if not data_dir.is_dir():
-        raise state.TweakopsError(f"DATA_DIR {data_dir} does not exist; run make data or set DATA_DIR")
-    files = [p for p in data_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    if not files:
-        raise state.TweakopsError(f"DATA_DIR {data_dir} is empty; run make data or set DATA_DIR")
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    if images:
-        from PIL import Image, UnidentifiedImageError
-
-        for path in images:
-            try:
-                with Image.open(path) as image:
-                    image.verify()
-            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-                raise state.TweakopsError(
-                    f"{path} is not a readable image ({exc.__class__.__name__}); fix or remove it") from None
 
 
 def best_source_path(cfg: dict, model_file: str) -> Path:
@@ -94,7 +74,7 @@ def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
 
 def next_attempt(cfg: dict) -> int:
     """Attempts are numbered across the lineage: one more than any in the history."""
-    return max([0, *(r.get("attempt", 0) for r in state.read_history(cfg))]) + 1
+    return max([0, *(r.get("attempt") or 0 for r in state.read_history(cfg))]) + 1
 
 
 def trained_before(cfg: dict, source_hash: str) -> dict | None:
@@ -139,8 +119,6 @@ def main(argv=None) -> int:
     source_path = checkout / model_file
     if not source_path.is_file():
         raise state.TweakopsError(f"{source_path} not found; run make fetch detect first")
-    data_dir = Path(cfg["DATA_DIR"])
-    check_data(data_dir)
     sd = state.state_dir(cfg)
 
     if args.resume:
@@ -158,10 +136,7 @@ def main(argv=None) -> int:
     best_path = best_source_path(cfg, model_file)
     best_attempt = run.get("BEST_ATTEMPT")
     reference = sd / f"metrics/attempt-{best_attempt}.json" if best_attempt else None
-    job = runners.Job(
-        attempt=attempt, model_file=model_file, model_type=run["MODEL_TYPE"], checkout=checkout,
-        data_dir=data_dir, state_dir=sd, image=run.get("IMAGE", ""), seed=cfg["SEED"],
-        reference=reference if reference is not None and reference.exists() else None)
+    job = jobs.job_for(cfg, run, attempt, reference if reference is not None and reference.exists() else None)
     if not args.resume:
         # a fresh attempt starts clean: no metrics, result or checkpoint of an earlier try
         for rel in (job.state_path("metrics"), job.state_path("result")):
@@ -230,7 +205,7 @@ def main(argv=None) -> int:
     tail = log_tail(job.log)
     if tail:
         print(f"--- last lines of {job.log} ---\n{tail}\n---", file=sys.stderr)
-    last = tail.splitlines()[-1] if tail else "no output"
+    last = state.last_real_line(tail)
     if tweak and best_source is not None:
         state.atomic_write(source_path, best_source)
         state.update_run(cfg, STATUS="reverted", TWEAK=tweak)
