@@ -29,7 +29,7 @@ def check(cfg: dict, run: dict) -> str | None:
     if run.get("MODEL_TYPE") == "sklearn":
         return None
     runner = runners.get(cfg["RUNNER"], cfg)
-    job = jobs.job_for(cfg, run, attempt=0)
+    job = jobs.job_for(cfg, run, attempt=0, announce=False)
     code, output = runner.run_sync(job, {"TWEAKOPS_BUILD_CHECK": "1"}, TIMEOUT)
     if code == 0:
         return None

@@ -25,22 +25,24 @@ import runtimes
 import state
 
 
-def data_dir_for(cfg: dict, checkout: Path, source: str) -> Path | None:
+def data_dir_for(cfg: dict, checkout: Path, source: str, announce: bool = True) -> Path | None:
     data = Path(cfg["DATA_DIR"])
     if dataset.reads_data_dir(source) or dataset.repo_reads_data_dir(checkout) or not dataset.is_default(cfg):
         summary = dataset.check(data, mounted=cfg["RUNNER"] == "docker")
-        state.info(f"dataset: {dataset.describe(data, summary)}")
+        if announce:
+            state.info(f"dataset: {dataset.describe(data, summary)}")
         return data
     return None  # the script reads its own data
 
 
-def job_for(cfg: dict, run: dict, attempt: int, reference: Path | None = None) -> runners.Job:
+def job_for(cfg: dict, run: dict, attempt: int, reference: Path | None = None,
+            announce: bool = True) -> runners.Job:
     checkout = Path(cfg["CHECKOUT_DIR"])
     model_file = run["MODEL_FILE"]
-    source = (checkout / model_file).read_text(encoding="utf-8")
+    source = state.read_source(checkout / model_file)
     return runners.Job(
         attempt=attempt, model_file=model_file, model_type=run["MODEL_TYPE"], checkout=checkout,
-        data_dir=data_dir_for(cfg, checkout, source), state_dir=state.state_dir(cfg),
+        data_dir=data_dir_for(cfg, checkout, source, announce), state_dir=state.state_dir(cfg),
         image=run.get("IMAGE", ""), seed=cfg["SEED"], reference=reference,
         runtime=runtimes.runtime_of(run["MODEL_TYPE"], run.get("MODEL_RUNTIME", "")),
         requirements=runtimes.find_requirements(checkout, model_file))

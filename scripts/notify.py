@@ -269,7 +269,7 @@ def published_diff(cfg: dict, run: dict) -> str:
     proc = state.git(cfg, "show", f"{run['COMMIT']}:{model_file}", cwd=cfg["CHECKOUT_DIR"], check=False)
     if proc.returncode != 0:
         return ""
-    return "".join(difflib.unified_diff(proc.stdout.splitlines(True), best.read_text().splitlines(True),
+    return "".join(difflib.unified_diff(proc.stdout.splitlines(True), state.read_source(best).splitlines(True),
                                         f"a/{model_file}", f"b/{model_file}"))
 
 

@@ -262,7 +262,7 @@ def follow_in_checkout(cfg: dict, checkout: Path, path: str, text: str, commit: 
     if set(changed) - {path}:
         state.warn(f"the checkout has other local changes; it stays at its commit ({', '.join(changed)})")
         return
-    if path in changed and (checkout / path).read_text(encoding="utf-8") != text:
+    if path in changed and state.read_source(checkout / path) != text:
         state.warn(f"{path} in the checkout is not the published source; the checkout stays at its commit")
         return
     state.git(cfg, "reset", "-q", "--hard", commit, cwd=checkout, what="git reset")
@@ -294,7 +294,7 @@ def main(argv=None) -> int:
     best_file = state.state_dir(cfg) / "best" / Path(path).name
     if not best_file.is_file() or not run.get("BEST_ACCURACY") or not run.get("BEST_ATTEMPT"):
         return nothing(cfg, f"no best source yet ({best_file}); run make train accuracy first")
-    text = best_file.read_text(encoding="utf-8")
+    text = state.read_source(best_file)
     source_hash = state.source_hash(text)
     best_acc, best_attempt = float(run["BEST_ACCURACY"]), int(run["BEST_ATTEMPT"])
     history = state.read_history(cfg)

@@ -66,6 +66,7 @@ DEFAULTS: dict[str, object] = {
     "GPUS": "",                         # docker --gpus value ("all") on GPU agents
     "TF_CPP_MIN_LOG_LEVEL": "2",        # quiet TensorFlow's C++ log (never the script's output)
     # the tweak loop
+    "BUILD_CHECK": True,                # run each tweak up to its first fit (one step) before training it
     "TARGET_ACCURACY": 0.80,            # 0 < target <= 1
     "MAX_TWEAKS": 10,                   # tweaks tried before giving up
     "MAX_MINUTES": 60,                  # wall-clock cap of the loop
@@ -192,6 +193,12 @@ def _str(value: object) -> str:
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def read_source(path: str | os.PathLike) -> str:
+    """A model source as it is on disk: line endings kept (read_text would turn CRLF
+    into LF, and a one-line tweak into a whole-file diff)."""
+    return Path(path).read_bytes().decode("utf-8")
 
 
 def atomic_write(path: str | os.PathLike, text: str | bytes) -> None:

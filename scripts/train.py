@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         shutil.rmtree(sd / job.state_path("checkpoints"), ignore_errors=True)
         job.log.unlink(missing_ok=True)
 
-    source = source_path.read_text(encoding="utf-8")
+    source = state.read_source(source_path)
     if not args.resume and not args.force:
         cached = trained_before(cfg, state.source_hash(source))
         if cached is not None:
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
 
     failed = code != 0
     status = "trained" if not failed else ("crashed" if code == runners.EXIT_KILLED else "failed")
-    best_source = best_path.read_text(encoding="utf-8") if best_path.exists() else None
+    best_source = state.read_source(best_path) if best_path.exists() else None
     record = {
         "attempt": attempt, "run": run.get("RUN_ID", ""), "commit": run.get("COMMIT", ""),
         "source_hash": state.source_hash(source), "tweak": tweak or "baseline",

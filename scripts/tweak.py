@@ -15,16 +15,35 @@ Rules (one small named function each, all in the one REGISTRY below; `--list` sh
   mlp      dense units x2, +dense layer, epochs, +dropout, optimizer, learning rate
   sklearn  n_estimators, max_depth, C, gamma, max_iter, n_neighbors, weights,
            hidden_layer_sizes, criterion, a stronger estimator of the same kind
-           (DecisionTreeClassifier → RandomForestClassifier, import added)
+           (DecisionTreeClassifier → RandomForestClassifier, its import added before
+           the first use)
+
+The rules are chosen by what the script holds, not only MODEL_TYPE: a Conv1D+LSTM
+hybrid gets the RNN rules as well as the CNN ones. The kernel and +conv block rules
+compute the spatial map sizes where the source gives them (the input shape, the
+kernels, strides and padding of the conv/pool chain) and never make a map of size 0.
 
 The rules understand the ways scripts are written: `Sequential([...])` lists,
 `model.add(...)`, the functional API (`x = layers.Conv2D(...)(x)`), positional and
 keyword arguments, values held in constants (`FILTERS = 32 ... Conv2D(FILTERS, 3)`
 changes the constant), `tf.keras.layers.X`, `keras.layers.X`, `layers.X`, bare
 imports (a new layer class is added to the `from ... import` line) and old aliases
-(`Convolution2D`). Where the script names its layers, new layers are named
+(`Convolution2D`), and Keras 2 scripts like Keras 3 ones (`lr=` is the learning rate,
+`fit_generator(..., epochs=)` and `nb_epoch=` the epochs). A value is followed to where
+it is set: a module constant, a function parameter (its call-site argument or its
+default: `train(model, EPOCHS)`, `def build_model(filters=8)`) or the list a `for` loop
+walks, an argparse option's default (`args.epochs`); the edit is made there. Where the
+script names its layers, new layers are named
 `tweak_<kind>_<n>` with n the tweak counter, so names stay unique. A rule that does
-not apply changes nothing; a result that does not compile is never written.
+not apply changes nothing; a result that does not compile is never written. Line
+endings stay as they are (a CRLF script stays CRLF; the diff shows only the change).
+
+Build check: each candidate written into the checkout is run up to its first fit
+(scripts/buildcheck.py, BUILD_CHECK=0 skips it). One that does not build is put back,
+recorded in history.jsonl (`attempt: null, outcome: build-failed`, its rule, parent,
+source_hash, diff and reason) and the next candidate is tried in the same run of
+tweak.py: it costs no training, no attempt and no MAX_TWEAKS tweak, the same source
+never comes back and its rule is not retried on that parent.
 
 Which rule next (deterministic given history.jsonl, so a rerun picks the same one):
   - never a source whose normalised hash (state.source_hash: comments and formatting
@@ -39,13 +58,15 @@ Which rule next (deterministic given history.jsonl, so a rerun picks the same on
   A plain mean is a small greedy bandit: good enough for ten attempts, and easy to read
   in the history. It cannot know that two rules help only together.
 
-Reads:  run.env MODEL_FILE (relative to CHECKOUT_DIR), MODEL_TYPE, ATTEMPT, BEST_ATTEMPT;
-        STATE_DIR/best/<basename of MODEL_FILE> (else the checkout file); history.jsonl;
-        tweak_count
+Reads:  run.env MODEL_FILE (relative to CHECKOUT_DIR), MODEL_TYPE, ATTEMPT, BEST_ATTEMPT,
+        RUN_ID; STATE_DIR/best/<basename of MODEL_FILE> (else the checkout file);
+        history.jsonl; tweak_count; BUILD_CHECK
 Writes: the checkout's MODEL_FILE (atomically), tweak_count + 1, run.env TWEAK (label),
         TWEAK_RULE (rule id), TWEAK_PARENT (best attempt), STATUS=tweaked (ATTEMPT is
-        left to train.py, which numbers the attempt it runs);
-        the unified diff against the best on stdout, one banner line on stderr
+        left to train.py, which numbers the attempt it runs); a build-failed record in
+        history.jsonl per discarded candidate;
+        the unified diff against the best on stdout, one banner line on stderr (plus one
+        line per discarded candidate)
 Exit:   0 a tweak was written; 2 no rules for the model type, file missing or unparsable;
         8 no tweak left (every rule tried on this parent or already trained; with FILE
         --rule: the rule does not apply)
@@ -77,6 +98,7 @@ MAX_FILTERS = 512        # filters x2 stops here
 MAX_UNITS = 1024         # units x2 stops here
 MAX_EPOCHS = 200         # epochs stop growing here
 FAILED_GAIN = -0.10      # score of a failed attempt (it did not even train)
+BUILD_FAILED = "build-failed"   # history outcome of a candidate discarded before training
 STOPPED_GAIN = -0.05     # score of an attempt stopped early without an accuracy
 
 # ---------------------------------------------------------------------------
@@ -221,12 +243,38 @@ def _statement_ws(stmt: cst.SimpleStatementLine) -> cst.SimpleStatementLine:
     return stmt.with_changes(leading_lines=(), trailing_whitespace=cst.TrailingWhitespace())
 
 
+@dataclass(frozen=True)
+class _Param:
+    """A binding by a function parameter: its value comes from the call sites or the default."""
+    func: cst.FunctionDef
+    param: cst.Param
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """A binding by `for name in [...]`: each element in turn."""
+    node: cst.For
+
+
+SCOPES = (cst.FunctionDef, cst.Lambda, cst.ClassDef)
+
+
 class _Collect(cst.CSTVisitor):
-    """One walk: every call (in source order), parents, single assignments, bodies."""
+    """One walk: every call (in source order), parents, bindings per scope, bodies."""
 
     def __init__(self, script: Script):
         self.s = script
         self.stack: list[cst.CSTNode] = []
+        self.scopes: list[cst.CSTNode] = []
+        self.globals: dict[int, set[str]] = {}
+
+    def bind(self, name: str, value) -> None:
+        s = self.s
+        s.bindings.setdefault(name, []).append(value)
+        scope = self.scopes[-1] if self.scopes else s.module
+        if name in self.globals.get(id(scope), ()):
+            scope = s.module     # `global name` in a function: the binding is the module's
+        s.scoped.setdefault((id(scope), name), []).append(value)
 
     def on_visit(self, node):
         if self.stack:
@@ -238,27 +286,39 @@ class _Collect(cst.CSTVisitor):
         elif isinstance(node, cst.Assign):
             for target in node.targets:
                 if isinstance(target.target, cst.Name):
-                    s.bindings.setdefault(target.target.value, []).append(node.value)
+                    self.bind(target.target.value, node.value)
                 else:
                     for name in _names_in(target.target):
-                        s.bindings.setdefault(name, []).append(None)
+                        self.bind(name, None)
         elif isinstance(node, cst.AnnAssign) and isinstance(node.target, cst.Name):
-            s.bindings.setdefault(node.target.value, []).append(node.value)
+            self.bind(node.target.value, node.value)
+        elif isinstance(node, cst.For) and isinstance(node.target, cst.Name):
+            self.bind(node.target.value, _Loop(node))
+        elif isinstance(node, cst.Param) and self.scopes and isinstance(self.scopes[-1], cst.FunctionDef):
+            self.bind(node.name.value, _Param(self.scopes[-1], node))
         elif isinstance(node, (cst.AugAssign, cst.For, cst.WithItem, cst.Param)):
             target = {cst.AugAssign: "target", cst.For: "target", cst.WithItem: "asname",
                       cst.Param: "name"}[type(node)]
             for name in _names_in(getattr(node, target)):
-                s.bindings.setdefault(name, []).append(None)   # not a constant
+                self.bind(name, None)   # not a constant
+        elif isinstance(node, cst.Return) and self.scopes and isinstance(self.scopes[-1], cst.FunctionDef):
+            s.returns.setdefault(self.scopes[-1].name.value, []).append(node.value)
+        elif isinstance(node, cst.Global) and self.scopes:
+            self.globals.setdefault(id(self.scopes[-1]), set()).update(n.name.value for n in node.names)
         elif isinstance(node, cst.ImportFrom):
             s.imports_from.append(node)
         elif isinstance(node, cst.SimpleString):
             s.strings.append(node)
         elif isinstance(node, (cst.Module, cst.IndentedBlock)):
             s.bodies.append(node)
+        if isinstance(node, SCOPES):
+            self.scopes.append(node)
         return True
 
     def on_leave(self, original_node):
         self.stack.pop()
+        if isinstance(original_node, SCOPES):
+            self.scopes.pop()
 
 
 def _names_in(node) -> list[str]:
@@ -300,6 +360,8 @@ class Script:
         self.parent: dict[int, cst.CSTNode] = {}
         self.calls: list[cst.Call] = []
         self.bindings: dict[str, list] = {}
+        self.scoped: dict[tuple[int, str], list] = {}   # (id of scope, name) -> values bound there
+        self.returns: dict[str, list] = {}              # function name -> the values it returns
         self.imports_from: list[cst.ImportFrom] = []
         self.strings: list[cst.SimpleString] = []
         self.bodies: list[cst.CSTNode] = []
@@ -339,36 +401,146 @@ class Script:
             n += 1
         return None
 
+    def scope_of(self, node: cst.CSTNode) -> cst.CSTNode:
+        """The function, lambda or class whose body holds `node`, else the module (a
+        parameter default or a decorator belongs to the scope around the def)."""
+        child, current = node, self.parent.get(id(node))
+        while current is not None:
+            if isinstance(current, SCOPES) and child is current.body:
+                return current
+            child, current = current, self.parent.get(id(current))
+        return self.module
+
+    def lookup(self, name: cst.Name) -> list | None:
+        """What `name` is bound to where it is used: the innermost scope that binds it
+        (class bodies are not seen from their methods), else None."""
+        scope, first = self.scope_of(name), True
+        while True:
+            values = self.scoped.get((id(scope), name.value))
+            if values is not None and (first or not isinstance(scope, cst.ClassDef)):
+                return values
+            if scope is self.module:
+                return None
+            scope, first = self.scope_of(scope), False
+
+    def arguments(self, bound: _Param) -> list | None:
+        """The values a parameter takes: at each call site of its function the argument
+        given, else the default. None when a call cannot be read (*args, a method)."""
+        func, param = bound.func, bound.param
+        if isinstance(self.scope_of(func), cst.ClassDef) or param in (func.params.star_arg, func.params.star_kwarg):
+            return None
+        positional = [*func.params.posonly_params, *func.params.params]
+        index = positional.index(param) if param in positional else None
+        name = param.name.value
+        values = []
+        for call in self.calls:
+            if not (isinstance(call.func, cst.Name) and call.func.value == func.name.value):
+                continue
+            if any(a.star for a in call.args):
+                return None
+            given = [a.value for a in call.args if a.keyword is not None and a.keyword.value == name]
+            plain = [a.value for a in call.args if a.keyword is None]
+            if not given and index is not None and index < len(plain):
+                given = [plain[index]]
+            if not given and param.default is None:
+                return None
+            values.append(given[0] if given else param.default)
+        if not values:
+            return [param.default] if param.default is not None else None
+        return values
+
+    def leaves(self, expr, depth: int = 0) -> list:
+        """Every value an expression may stand for, names followed to where they are set:
+        a constant (bound once in its scope), a parameter (its call-site arguments or its
+        default), a `for` loop's list (each element). A name that cannot be followed is a
+        leaf itself."""
+        if depth > 12:
+            return [expr]
+        if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name):
+            default = self.option_default(expr)
+            return self.leaves(default, depth + 1) if default is not None else [expr]
+        if not isinstance(expr, cst.Name):
+            return [expr]
+        values = self.lookup(expr)
+        if not values or len(values) != 1 or values[0] is None:
+            return [expr]
+        bound = values[0]
+        if isinstance(bound, _Param):
+            found = self.arguments(bound)
+        elif isinstance(bound, _Loop):
+            seq = self.resolve(bound.node.iter)
+            found = [el.value for el in seq.elements] if isinstance(seq, (cst.List, cst.Tuple)) \
+                and not any(isinstance(el, cst.StarredElement) for el in seq.elements) else None
+        else:
+            found = [bound]
+        if not found:
+            return [expr]
+        out, seen = [], set()
+        for value in found:
+            for leaf in self.leaves(value, depth + 1):
+                if id(leaf) not in seen:
+                    seen.add(id(leaf))
+                    out.append(leaf)
+        return out
+
+    def option_default(self, expr: cst.Attribute):
+        """`args.epochs` where `args = parser.parse_args()`: the `default=` of the one
+        add_argument("--epochs", ...) (what the script gets when it runs without options)."""
+        holder = self.resolve(expr.value)
+        if isinstance(holder, cst.Call) and isinstance(holder.func, cst.Name) \
+                and len(self.returns.get(holder.func.value, [])) == 1:
+            holder = self.resolve(self.returns[holder.func.value][0])   # args = get_args()
+        if not (isinstance(holder, cst.Call) and isinstance(holder.func, cst.Attribute)
+                and holder.func.attr.value == "parse_args"):
+            return None
+        found = []
+        for call in self.method_calls("add_argument"):
+            dest = self.arg(call, None, "dest")
+            if dest is not None:
+                name = getattr(dest.value, "evaluated_value", None)
+            else:
+                options = [a.value.evaluated_value for a in call.args
+                           if a.keyword is None and isinstance(a.value, cst.SimpleString)]
+                longs = [o for o in options if str(o).startswith("--")]
+                name = str((longs or options or [""])[0]).lstrip("-").replace("-", "_")
+            if name == expr.attr.value:
+                found.append(call)
+        default = self.arg(found[0], None, "default") if len(found) == 1 else None
+        return default.value if default is not None else None
+
     def resolve(self, expr):
-        """Follow a name to the one value it is ever given (a module constant)."""
-        for _ in range(5):
-            if not isinstance(expr, cst.Name):
-                return expr
-            values = self.bindings.get(expr.value, [])
-            if len(values) != 1 or values[0] is None:
-                return expr
-            expr = values[0]
-        return expr
+        """Follow a name to the one value it stands for (a constant, a parameter given
+        one value); the expression itself when it stands for none or several."""
+        found = self.leaves(expr)
+        return found[0] if len(found) == 1 else expr
 
     def numbers(self, expr) -> list[cst.Integer | cst.Float]:
-        """The number literals an argument stands for: itself, its constant, a tuple's items."""
-        expr = self.resolve(expr)
-        if isinstance(expr, (cst.Integer, cst.Float)):
-            return [expr]
-        if isinstance(expr, (cst.Tuple, cst.List)):
-            out = []
-            for el in expr.elements:
-                found = self.numbers(el.value)
-                if len(found) != 1:
-                    return []
-                out += found
-            return out
-        return []
+        """The number literals an argument stands for: itself, its constant, a tuple's
+        items, each value of a loop or of the calls of a function."""
+        out = []
+        for leaf in self.leaves(expr):
+            if isinstance(leaf, (cst.Integer, cst.Float)):
+                out.append(leaf)
+            elif isinstance(leaf, (cst.Tuple, cst.List)):
+                for el in leaf.elements:
+                    found = self.numbers(el.value)
+                    if len(found) != 1:
+                        return []
+                    out += found
+            else:
+                return []
+        return out
+
+    def scalars(self, expr) -> list[cst.Integer | cst.Float]:
+        """The number literals a scalar argument stands for (several through a loop or
+        several calls), or [] when any of its values is not a literal number."""
+        found = self.leaves(expr) if expr is not None else []
+        return found if found and all(isinstance(x, (cst.Integer, cst.Float)) for x in found) else []
 
     def number(self, expr) -> cst.Integer | cst.Float | None:
         """The one number literal an argument stands for (itself or its constant), else None."""
-        expr = self.resolve(expr) if expr is not None else None
-        return expr if isinstance(expr, (cst.Integer, cst.Float)) else None
+        found = self.scalars(expr)
+        return found[0] if len(found) == 1 else None
 
     @staticmethod
     def value(literal: cst.Integer | cst.Float):
@@ -538,10 +710,34 @@ class Script:
                     return self.code(imp.module), imp
         return None
 
-    def ensure_import(self, module: str, cls: str, after: cst.ImportFrom | None = None) -> str:
-        """Make `cls` importable by its bare name; returns the name to use."""
+    def _position(self, node: cst.CSTNode) -> list[tuple[int, int]]:
+        """Where a node's statement sits: (id of body, index) from the module down."""
+        path = []
+        child, current = node, self.parent.get(id(node))
+        while current is not None:
+            if isinstance(current, (cst.Module, cst.IndentedBlock)) and child in current.body:
+                path.append((id(current), list(current.body).index(child)))
+            child, current = current, self.parent.get(id(current))
+        return path[::-1]
+
+    def _before(self, stmt: cst.CSTNode, use: cst.CSTNode | None) -> bool:
+        """Does statement `stmt` run before `use` in the same or an enclosing body?"""
+        if use is None:
+            return True
+        first, second = self._position(stmt), self._position(use)
+        if not first or len(second) < len(first) or first[:-1] != second[:len(first) - 1]:
+            return False
+        body, index = first[-1]
+        return second[len(first) - 1][0] == body and index < second[len(first) - 1][1]
+
+    def ensure_import(self, module: str, cls: str, after: cst.ImportFrom | None = None,
+                      before: cst.CSTNode | None = None) -> str:
+        """Make `cls` importable by its bare name; returns the name to use. The import
+        goes after `after` (the import of a sibling class), else with the module's imports,
+        but always before `before` (the first use), so the name exists when it runs."""
         for imp in self.imports_from:
-            if imp.module is not None and not imp.relative and not isinstance(imp.names, cst.ImportStar):
+            if imp.module is not None and not imp.relative and not isinstance(imp.names, cst.ImportStar) \
+                    and self._before(imp, before):
                 for alias in imp.names:
                     if self.code(alias.name) == cls:
                         return alias.asname.name.value if alias.asname else cls
@@ -549,7 +745,8 @@ class Script:
             return cls
         self._imported.add((module, cls))
         same = [imp for imp in self.imports_from if imp.module is not None and not imp.relative
-                and self.code(imp.module) == module and not isinstance(imp.names, cst.ImportStar)]
+                and self.code(imp.module) == module and not isinstance(imp.names, cst.ImportStar)
+                and self._before(imp, before)]
         if same:
             def add_alias(updated: cst.ImportFrom) -> cst.ImportFrom:
                 return updated.with_changes(names=insert_item(
@@ -559,15 +756,30 @@ class Script:
             return cls
         stmt = cst.parse_statement(f"from {module} import {cls}\n")
         anchor = self.parent.get(id(after)) if after is not None else None
-        if anchor is not None:
+        if anchor is not None and self._before(anchor, before):
             body = self.parent[id(anchor)]
             self._insert(body, list(body.body).index(anchor) + 1, stmt)
         else:
             body = self.module
-            last_import = [i for i, s in enumerate(body.body) if isinstance(s, cst.SimpleStatementLine)
+            # the statement of the module that holds the first use: the import goes before it
+            limit = self._position(before)[0][1] if before is not None and self._position(before) else len(body.body)
+            last_import = [i for i, s in enumerate(body.body[:limit]) if isinstance(s, cst.SimpleStatementLine)
                            and isinstance(s.body[0], (cst.Import, cst.ImportFrom))]
-            self._insert(body, last_import[-1] + 1 if last_import else 0, stmt)
+            self._insert(body, last_import[-1] + 1 if last_import else min(limit, self._after_docstring()), stmt)
         return cls
+
+    def _after_docstring(self) -> int:
+        """The index after the module docstring and `from __future__` imports."""
+        index = 0
+        for i, stmt in enumerate(self.module.body):
+            small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) else None
+            if (i == 0 and isinstance(small, cst.Expr) and isinstance(small.value, cst.SimpleString)) or \
+                    (isinstance(small, cst.ImportFrom) and small.module is not None
+                     and self.code(small.module) == "__future__"):
+                index = i + 1
+            else:
+                break
+        return index
 
     # -- output --------------------------------------------------------------
     def render(self) -> str:
@@ -587,6 +799,215 @@ class Script:
                 return updated.with_changes(body=body)
             edits.setdefault(key, []).insert(0, insert_all)
         return self.module.visit(_Apply(edits)).code
+
+
+# ---------------------------------------------------------------------------
+# spatial map sizes: a bigger kernel or another conv block must never shrink a map to
+# zero ("Computed output size would be zero or negative"). Sizes are computed where
+# the source gives them (an input shape, literal kernels, strides, padding); where it
+# does not, the edit stands and the build check before training decides.
+
+SHAPE_KEEPING = {"BatchNormalization", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+                 "SpatialDropout3D", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU",
+                 "ThresholdedReLU", "Softmax", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+                 "LayerNormalization", "Rescaling", "Normalization", "RandomFlip", "RandomRotation",
+                 "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness",
+                 "ActivityRegularization"}
+INPUTS = {"Input", "InputLayer"}
+TRANSPOSED = {"Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "Convolution2DTranspose",
+              "Convolution3DTranspose"}
+
+
+class _Unknown(Exception):
+    """The sizes cannot be computed from the source."""
+
+
+class _Empty(Exception):
+    """A conv or pool would make a map of size <= 0."""
+
+
+def _int(s: Script, expr, changed: dict) -> int:
+    literal = s.number(expr)
+    if literal is None:
+        raise _Unknown
+    value = changed.get(id(literal), s._changed.get(id(literal), s.value(literal)))
+    if not isinstance(value, int):
+        raise _Unknown
+    return value
+
+
+def _ints(s: Script, expr, changed: dict, n: int) -> list[int]:
+    """An int or a tuple of ints as n values, one per dimension (pending edits applied)."""
+    value = s.resolve(expr)
+    if isinstance(value, (cst.Tuple, cst.List)):
+        out = [_int(s, el.value, changed) for el in value.elements]
+        if len(out) != n:
+            raise _Unknown
+        return out
+    return [_int(s, expr, changed)] * n
+
+
+def _shape(s: Script, expr) -> list[int | None]:
+    """An input shape: a tuple of ints and Nones, constants and `size + (1,)` followed."""
+    value = s.resolve(expr)
+    if isinstance(value, cst.BinaryOperation) and isinstance(value.operator, cst.Add):
+        return _shape(s, value.left) + _shape(s, value.right)
+    if not isinstance(value, (cst.Tuple, cst.List)):
+        raise _Unknown
+    out: list[int | None] = []
+    for el in value.elements:
+        item = s.resolve(el.value) if isinstance(el, cst.Element) else None
+        if isinstance(item, cst.Name) and item.value == "None":
+            out.append(None)
+        elif isinstance(item, cst.Integer):
+            out.append(item.evaluated_value)
+        else:
+            raise _Unknown
+    return out
+
+
+def _input_shape(s: Script, call: cst.Call) -> list[int | None] | None:
+    """The shape a layer declares (`input_shape=`, `Input(shape=)`), batch axis dropped."""
+    for keyword, batched in (("input_shape", False), ("batch_input_shape", True), ("batch_shape", True)):
+        a = s.arg(call, None, keyword)
+        if a is not None:
+            shape = _shape(s, a.value)
+            return shape[1:] if batched else shape
+    if class_name(call) in INPUTS:
+        a = s.arg(call, 0, "shape")
+        if a is None:
+            raise _Unknown
+        return _shape(s, a.value)
+    return None
+
+
+def _padding(s: Script, call: cst.Call, pos: int) -> str:
+    a = s.arg(call, pos, "padding") or s.arg(call, None, "border_mode")   # border_mode: Keras 1
+    if a is None:
+        return "valid"
+    value = s.resolve(a.value)
+    if isinstance(value, cst.SimpleString) and value.evaluated_value in ("valid", "same", "causal"):
+        return value.evaluated_value
+    raise _Unknown
+
+
+def _out_size(n: int | None, window: int, stride: int, padding: str, dilation: int = 1) -> int | None:
+    """Keras' output length of a conv or pool window along one axis."""
+    if n is None:
+        return None
+    if padding in ("same", "causal"):
+        return -(-n // stride)
+    return -(-(n - dilation * (window - 1)) // stride)
+
+
+def _walk(s: Script, calls: list[cst.Call], changed: dict, dims: list | None = None) -> list | None:
+    """The map's shape after these layers; raises _Empty where a conv or pool makes a
+    map of size <= 0. None where it stops at a layer whose effect on the map is not
+    known (Flatten, Dense, Reshape, ...): the sizes after it are not checked."""
+    for call in calls:
+        cls = class_name(call) or ""
+        declared = _input_shape(s, call)
+        if declared is not None:
+            dims = declared
+        if cls in INPUTS or cls in SHAPE_KEEPING:
+            continue
+        if cls not in CONV | DEPTHWISE | POOL or cls in TRANSPOSED or dims is None \
+                or s.arg(call, None, "data_format") is not None:
+            return None
+        rank = next((int(d) for d in "123" if f"{d}D" in cls), None)
+        spatial = dims[:-1]
+        if rank != len(spatial):
+            raise _Unknown
+        if cls in POOL:
+            size = s.arg(call, 0, "pool_size")
+            window = _ints(s, size.value, changed, rank) if size is not None else [2] * rank
+            strides_arg = s.arg(call, 1, "strides")
+            value = s.resolve(strides_arg.value) if strides_arg is not None else None
+            strides = window if value is None or (isinstance(value, cst.Name) and value.value == "None") \
+                else _ints(s, strides_arg.value, changed, rank)
+            padding, dilation = _padding(s, call, 2), [1] * rank
+        else:
+            first = 0 if cls in DEPTHWISE else 1
+            kernel = s.arg(call, first, "kernel_size")
+            if kernel is None:
+                raise _Unknown
+            window = _ints(s, kernel.value, changed, rank)
+            strides_arg = s.arg(call, first + 1, "strides") or s.arg(call, None, "subsample")
+            strides = _ints(s, strides_arg.value, changed, rank) if strides_arg is not None else [1] * rank
+            padding = _padding(s, call, first + 2)
+            dilation_arg = s.arg(call, 5, "dilation_rate")
+            dilation = _ints(s, dilation_arg.value, changed, rank) if dilation_arg is not None else [1] * rank
+        spatial = [_out_size(n, w, st, padding, d) for n, w, st, d in zip(spatial, window, strides, dilation)]
+        if any(n is not None and n <= 0 for n in spatial):
+            raise _Empty
+        dims = spatial + dims[-1:]
+    return dims
+
+
+def _in_loop(s: Script, node: cst.CSTNode) -> bool:
+    current = s.parent.get(id(node))
+    while current is not None and not isinstance(current, SCOPES):
+        if isinstance(current, (cst.For, cst.While)):
+            return True
+        current = s.parent.get(id(current))
+    return False
+
+
+def _chain_layers(s: Script, chain: list[Slot], inserted: dict,
+                  upto: int | None = None) -> tuple[list[cst.Call], list | None]:
+    """The layer calls of a model in order (`inserted`: id of a slot's layer -> calls
+    that go after it; `upto`: the last slot taken), and the input shape a functional
+    model starts from."""
+    if any(_in_loop(s, slot.container) for slot in chain):
+        raise _Unknown     # the loop repeats layers the chain holds once
+    if chain[0].style == "add":
+        receiver = s.code(chain[0].statement.body[0].value.func.value)
+        if len([c for c in s.method_calls("add") if s.code(c.func.value) == receiver]) != len(chain):
+            raise _Unknown     # the model gets layers from other places too
+    dims = None
+    if chain[0].style == "functional":
+        for i in range(1, len(chain)):
+            if chain[i].input is None or chain[i].input != chain[i - 1].target:
+                chain = chain[:i]      # a branch: follow the first run only
+                break
+        first_input = chain[0].statement.body[0].value.args
+        source = s.resolve(first_input[0].value) if first_input else None
+        if class_name(source) not in INPUTS:
+            raise _Unknown
+        dims = _input_shape(s, source)
+    calls = []
+    for slot in chain[:None if upto is None else upto + 1]:
+        if isinstance(slot.layer, cst.Call):
+            calls.append(slot.layer)
+        calls += inserted.get(id(slot.layer), [])
+    return calls, dims
+
+
+def maps_fit(s: Script, changed: dict | None = None, inserted: dict | None = None) -> bool:
+    """False when pending edits (`changed`: id of a number literal -> its new value;
+    `inserted`: layers added after a slot) make a map of size <= 0 in a model whose
+    sizes can be computed; True otherwise (also when they cannot be computed)."""
+    if any(x.evaluated_value == "channels_first" for x in s.strings if isinstance(x.evaluated_value, str)):
+        return True
+    for chain in s.chains():
+        try:
+            calls, dims = _chain_layers(s, chain, inserted or {})
+            _walk(s, calls, changed or {}, dims)
+        except _Unknown:
+            continue
+        except _Empty:
+            return False
+    return True
+
+
+def map_after(s: Script, chain: list[Slot], index: int) -> list | None:
+    """The map's shape (spatial sizes, then channels) after layer `index` of a model,
+    or None where it cannot be computed."""
+    try:
+        calls, dims = _chain_layers(s, chain, {}, upto=index)
+        return _walk(s, calls, {}, dims)
+    except (_Unknown, _Empty):
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -621,19 +1042,47 @@ def rules_for(model_type: str) -> list[Rule]:
     return [r for r in REGISTRY.values() if model_type in r.types]
 
 
+def types_of(model_type: str, source: str) -> list[str]:
+    """The model type plus the other Keras kinds the script also holds: a Conv1D+LSTM
+    hybrid (detected as a CNN) gets the RNN rules as well as the CNN ones."""
+    types = [model_type]
+    if model_type not in KERAS:
+        return types
+    try:
+        names = {class_name(c) for c in Script(source).calls}
+    except cst.ParserSyntaxError:
+        return types
+    for kind, classes in (("cnn", CONV), ("rnn", RECURRENT)):
+        if names & classes and kind not in types:
+            types.append(kind)
+    return types
+
+
+def rules_for_script(model_type: str, source: str) -> list[Rule]:
+    """The rules for this script (see types_of), in registry (priority) order."""
+    types = set(types_of(model_type, source))
+    return [r for r in REGISTRY.values() if types & set(r.types)]
+
+
 # -- Keras: training --------------------------------------------------------
 
 def next_epochs(n: int) -> int:
     return n + max(2, n // 2)
 
 
+# the position of `epochs` in fit(x, y, batch_size, epochs) and Keras 2's
+# fit_generator(generator, steps_per_epoch, epochs)
+EPOCHS_AT = {"fit": 3, "fit_generator": 2}
+
+
 @rule("epochs", "epochs", *KERAS)
 def more_epochs(s: Script) -> str | None:
-    """Train longer: epochs 1→3, 2→4, 10→15 (a literal or its constant; added when fit() has none)."""
+    """Train longer: epochs 1→3, 2→4, 10→15 (a literal, its constant or the argument that
+    feeds it; added when fit() has none). Keras 2's fit_generator and nb_epoch= too."""
     models = s.compiled_models()
     label = None
-    for call in s.method_calls("fit", "fit_generator"):
-        a = s.arg(call, 3, "epochs")
+    for call in s.method_calls(*EPOCHS_AT):
+        a = s.arg(call, EPOCHS_AT[call.func.attr.value], "epochs") or s.arg(call, None, "nb_epoch")
         if a is None:
             # fit() without epochs trains one; only on a compiled Keras model, not a scaler
             if s.code(call.func.value) not in models or any(x.star for x in call.args):
@@ -641,11 +1090,11 @@ def more_epochs(s: Script) -> str | None:
             s.replace(call, s.with_kwarg(call, "epochs", str(next_epochs(1))))
             label = label or f"epochs 1→{next_epochs(1)}"
             continue
-        literal = s.number(a.value)
-        if literal is None or not isinstance(s.value(literal), int) or s.value(literal) >= MAX_EPOCHS:
-            continue
-        old, new = s.set_number(literal, next_epochs(s.value(literal)))
-        label = label or f"epochs {old}→{new}"
+        for literal in s.scalars(a.value):
+            if not isinstance(s.value(literal), int) or s.value(literal) >= MAX_EPOCHS:
+                continue
+            old, new = s.set_number(literal, next_epochs(s.value(literal)))
+            label = label or f"epochs {old}→{new}"
     return label
 
 
@@ -656,10 +1105,10 @@ def more_filters(s: Script) -> str | None:
     """Double the filters of every convolution."""
     changed = False
     for call in s.layers(CONV):
-        literal = s.number(getattr(s.arg(call, 0, "filters"), "value", None))
-        if literal is not None and isinstance(s.value(literal), int) and s.value(literal) < MAX_FILTERS:
-            s.set_number(literal, s.value(literal) * 2)
-            changed = True
+        for literal in s.scalars(getattr(s.arg(call, 0, "filters"), "value", None)):
+            if isinstance(s.value(literal), int) and s.value(literal) < MAX_FILTERS:
+                s.set_number(literal, s.value(literal) * 2)
+                changed = True
     return "filters x2" if changed else None
 
 
@@ -668,14 +1117,21 @@ KERNEL_STEP = {3: 5, 5: 7}
 
 @rule("kernel", "kernel", "cnn")
 def bigger_kernel(s: Script) -> str | None:
-    """A bigger kernel: 3→5 (5→7), in ints and tuples alike."""
-    label = None
+    """A bigger kernel: 3→5 (5→7), in ints and tuples alike, where the maps stay non-empty."""
+    pending: dict[int, int] = {}
+    literals = []
     for call in s.layers(CONV | DEPTHWISE):
         a = s.arg(call, 0 if class_name(call) in DEPTHWISE else 1, "kernel_size")
-        for literal in s.numbers(a.value) if a is not None else []:
-            if s.value(literal) in KERNEL_STEP:
-                old, new = s.set_number(literal, KERNEL_STEP[s.value(literal)])
-                label = label or f"kernel {old}→{new}"
+        found = [x for x in (s.numbers(a.value) if a is not None else [])
+                 if s.value(x) in KERNEL_STEP and id(x) not in pending]
+        trial = {**pending, **{id(x): KERNEL_STEP[s.value(x)] for x in found}}
+        if found and maps_fit(s, trial):
+            pending = trial
+            literals += found
+    label = None
+    for literal in literals:
+        old, new = s.set_number(literal, KERNEL_STEP[s.value(literal)])
+        label = label or f"kernel {old}→{new}"
     return label
 
 
@@ -691,7 +1147,7 @@ def add_conv_block(s: Script) -> str | None:
     # the block ends after the pooling/normalisation/dropout that follow the conv
     end, pool = convs[-1], None
     for i in range(convs[-1] + 1, len(chain)):
-        if chain[i].cls in POOL | {"BatchNormalization", "Dropout", "Activation", "SpatialDropout2D"}:
+        if chain[i].cls in POOL | SHAPE_KEEPING:
             end = i
             pool = pool or (chain[i].layer if chain[i].cls in POOL else None)
         else:
@@ -724,6 +1180,13 @@ def add_conv_block(s: Script) -> str | None:
     if naming:
         pool_args.append(f"name={s.string(s.layer_name('pool'))}")
     new_pool = cst.Call(func=pool_func, args=cst.parse_expression(f"f({', '.join(pool_args)})").args)
+    # not after a map already 1 wide (nothing left to pool), nor where a later pool would
+    # then get a map smaller than its window
+    shape = map_after(s, chain, end)
+    if shape is not None and any(n is not None and n < 2 for n in shape[:-1]):
+        return None
+    if not maps_fit(s, inserted={id(chain[end].layer): [new_conv, new_pool]}):
+        return None
     if not s.insert(chain[end], new_conv):
         return None
     s.insert(chain[end], new_pool)   # same place: lands after the conv
@@ -770,10 +1233,10 @@ def more_dense_units(s: Script) -> str | None:
         if id(call) in outputs or (act is not None and isinstance(act.value, cst.SimpleString)
                                    and act.value.evaluated_value in ("softmax", "sigmoid")):
             continue
-        literal = s.number(getattr(s.arg(call, 0, "units"), "value", None))
-        if literal is not None and isinstance(s.value(literal), int) and s.value(literal) < MAX_UNITS:
-            s.set_number(literal, s.value(literal) * 2)
-            changed = True
+        for literal in s.scalars(getattr(s.arg(call, 0, "units"), "value", None)):
+            if isinstance(s.value(literal), int) and s.value(literal) < MAX_UNITS:
+                s.set_number(literal, s.value(literal) * 2)
+                changed = True
     return "dense units x2" if changed else None
 
 
@@ -811,10 +1274,10 @@ def more_units(s: Script) -> str | None:
     """Double the units of every recurrent layer (also inside Bidirectional)."""
     changed = False
     for call in s.layers(RECURRENT):
-        literal = s.number(getattr(s.arg(call, 0, "units"), "value", None))
-        if literal is not None and isinstance(s.value(literal), int) and s.value(literal) < MAX_UNITS:
-            s.set_number(literal, s.value(literal) * 2)
-            changed = True
+        for literal in s.scalars(getattr(s.arg(call, 0, "units"), "value", None)):
+            if isinstance(s.value(literal), int) and s.value(literal) < MAX_UNITS:
+                s.set_number(literal, s.value(literal) * 2)
+                changed = True
     return "units x2" if changed else None
 
 
@@ -935,7 +1398,7 @@ def stronger_estimator(s: Script) -> str | None:
             continue   # positional arguments mean something else in the new class
         module, new_cls, keep = STRONGER[class_name(call)]
         imported = s.imported_from(call.func.value) if isinstance(call.func, cst.Name) else None
-        name = s.ensure_import(module, new_cls, after=imported[1] if imported else None)
+        name = s.ensure_import(module, new_cls, after=imported[1] if imported else None, before=call)
         kept = s.without_kwargs(call, {a.keyword.value for a in call.args} - keep)
         s.replace(call, kept.with_changes(func=cst.Name(name)))
         label = label or f"estimator {class_name(call)}→{new_cls}"
@@ -1085,8 +1548,19 @@ def apply(rule_id: str, source: str, context: Context | None = None) -> str | No
 
 
 def unified_diff(old: str, new: str, path: str) -> str:
-    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                        fromfile=f"a/{path}", tofile=f"b/{path}"))
+    """The change as a patch `git apply` takes: line endings as they are in the file
+    (a CRLF script gives CRLF lines), a last line without a newline marked so."""
+    out = []
+    for line in difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                     fromfile=f"a/{path}", tofile=f"b/{path}"):
+        out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    return "".join(out)
+
+
+def read_source(path: Path) -> str:
+    """The script's text exactly as stored: no newline translation (read_text would turn
+    CRLF into LF and the written tweak would then change every line)."""
+    return path.read_bytes().decode("utf-8")
 
 
 # ---------------------------------------------------------------------------
@@ -1111,8 +1585,8 @@ def scores(history: list[dict]) -> dict[str, tuple[float, int]]:
     gains: dict[str, list[float]] = {}
     for record in history:
         rid = rule_of(record)
-        if rid is None or record.get("outcome") in ("baseline", "cached"):
-            continue
+        if rid is None or record.get("outcome") in ("baseline", "cached", BUILD_FAILED):
+            continue   # a build failure is not retried on its parent, but says nothing of accuracy
         outcome = record.get("outcome")
         acc, parent_acc = record.get("accuracy"), accuracy.get(record.get("parent"))
         if outcome == "failed":
@@ -1127,9 +1601,10 @@ def scores(history: list[dict]) -> dict[str, tuple[float, int]]:
     return {rid: (sum(g) / len(g), len(g)) for rid, g in gains.items()}
 
 
-def ranked(model_type: str, history: list[dict]) -> list[Rule]:
-    """The rules for `model_type`, best first: mean gain, then fewer tries, then registry order."""
-    rules = rules_for(model_type)
+def ranked(model_type: str, history: list[dict], source: str | None = None) -> list[Rule]:
+    """The rules for `model_type` (and what `source` holds besides), best first: mean gain,
+    then fewer tries, then registry order."""
+    rules = rules_for_script(model_type, source) if source is not None else rules_for(model_type)
     score = scores(history)
     order = {r.id: i for i, r in enumerate(rules)}
     return sorted(rules, key=lambda r: (-score.get(r.id, (0.0, 0))[0], score.get(r.id, (0.0, 0))[1], order[r.id]))
@@ -1140,7 +1615,7 @@ def choose(source: str, model_type: str, history: list[dict], parent: int | None
     """The next tweak of `source` (the best so far, attempt `parent`), or None when none is left."""
     seen = {r.get("source_hash") for r in history if r.get("source_hash")} | {state.source_hash(source)}
     tried_here = {rule_of(r) for r in history if parent is not None and r.get("parent") == parent}
-    for r in ranked(model_type, history):
+    for r in ranked(model_type, history, source):
         if r.id in tried_here:
             continue
         result = attempt(r.id, source, context)
@@ -1173,7 +1648,9 @@ def _standalone(args) -> int:
     """tweak.py FILE [--rule ID]: print the diff, write nothing."""
     path = Path(args.file)
     try:
-        source = path.read_text(encoding="utf-8")
+        source = read_source(path)
+    except UnicodeDecodeError:
+        raise state.TweakopsError(f"{path} is not UTF-8 text; save it as UTF-8") from None
     except OSError as exc:
         raise state.TweakopsError(f"cannot read {path}: {exc.strerror}; give the model's entry script") from None
     model_type = args.type
@@ -1209,7 +1686,8 @@ def cap_reached(cfg: dict, run: dict, history: list[dict]) -> str | None:
     """
     if run.get("OWN_COMMIT") == "1":
         return "the fetched head is tweakops' own published commit: not tweaking it again"
-    tweaks = sum(1 for r in history if r.get("run") == run.get("RUN_ID") and r.get("tweak") not in (None, "baseline"))
+    tweaks = sum(1 for r in history if r.get("run") == run.get("RUN_ID") and r.get("tweak") not in (None, "baseline")
+                 and r.get("outcome") != BUILD_FAILED)   # discarded before training: no tweak spent
     if tweaks >= cfg["MAX_TWEAKS"]:
         return f"MAX_TWEAKS={cfg['MAX_TWEAKS']} tweaks tried in this run"
     started = run.get("RUN_STARTED_AT")
@@ -1248,7 +1726,9 @@ def main(argv=None) -> int:
     best_file = state.state_dir(cfg) / "best" / Path(model_file).name
     source_file = best_file if best_file.is_file() else checkout_file
     try:
-        source = source_file.read_text(encoding="utf-8")
+        source = read_source(source_file)
+    except UnicodeDecodeError:
+        raise state.TweakopsError(f"{source_file} is not UTF-8 text; save it as UTF-8") from None
     except OSError:
         raise state.TweakopsError(f"{source_file} is missing; run make fetch (and make detect) first") from None
     try:
@@ -1263,7 +1743,8 @@ def main(argv=None) -> int:
         return state.EXIT_NO_TWEAK_LEFT
     parent = best_attempt(run, history)
     number = state.counter(cfg) + 1
-    result = choose(source, model_type, history, parent, Context(number))
+    check = build_checker() if cfg.get("BUILD_CHECK", True) else None
+    result = tweak_checkout(cfg, run, source, history, parent, Context(number), check)
     if result is None:
         state.info(f"tweak: no tweak left for attempt {parent}: every {model_type} rule was tried "
                    f"on it or gives a source already trained")
@@ -1272,7 +1753,6 @@ def main(argv=None) -> int:
     attempts = [r.get("attempt") for r in history if isinstance(r.get("attempt"), int)]
     current = int(run["ATTEMPT"]) if str(run.get("ATTEMPT", "")).isdigit() else 0
     next_attempt = max([current, *attempts]) + 1
-    state.atomic_write(checkout_file, result.source)
     state.bump_counter(cfg)
     # ATTEMPT stays the last trained one: train.py numbers the next attempt (the same max + 1)
     state.update_run(cfg, TWEAK=result.label, TWEAK_RULE=result.rule.id, TWEAK_PARENT=parent, STATUS="tweaked")
@@ -1280,6 +1760,50 @@ def main(argv=None) -> int:
     state.banner("tweak", f"attempt {next_attempt}: {result.label} (rule {result.rule.id}, "
                           f"from attempt {parent}, tweak #{number})")
     return state.EXIT_OK
+
+
+def build_checker() -> Callable[[dict, dict], str | None] | None:
+    """buildcheck.check(cfg, run) (runs the checkout's script up to its first fit; None
+    when it builds, else a one-line reason), or None while scripts/buildcheck.py is absent."""
+    try:
+        import buildcheck
+    except ModuleNotFoundError as exc:
+        if exc.name == "buildcheck":
+            return None
+        raise
+    return buildcheck.check
+
+
+def tweak_checkout(cfg: dict, run: dict, source: str, history: list[dict], parent: int,
+                   context: Context, check: Callable[[dict, dict], str | None] | None) -> Tweak | None:
+    """Write the next tweak of `source` (the best, attempt `parent`) into the checkout and
+    return it, or None when none is left. A candidate `check` says does not build is
+    put back (the checkout holds `source` again), recorded in the history as
+    outcome build-failed with attempt null, so neither it nor its rule on this parent
+    comes back, and the next candidate is tried: no training and no attempt spent."""
+    model_file = run["MODEL_FILE"]
+    checkout_file = Path(cfg["CHECKOUT_DIR"]) / model_file
+    while True:
+        result = choose(source, run["MODEL_TYPE"], history, parent, context)
+        if result is None:
+            return None
+        state.atomic_write(checkout_file, result.source)
+        try:
+            reason = check(cfg, run) if check is not None else None
+        except BaseException:
+            state.atomic_write(checkout_file, source)
+            raise
+        if reason is None:
+            return result
+        state.atomic_write(checkout_file, source)
+        record = {"attempt": None, "outcome": BUILD_FAILED, "tweak": result.label, "rule": result.rule.id,
+                  "parent": parent, "source_hash": state.source_hash(result.source),
+                  "diff": unified_diff(source, result.source, model_file), "reason": reason,
+                  "run": run.get("RUN_ID"), "commit": run.get("COMMIT", ""), "started_at": state.now_iso()}
+        state.append_history(cfg, record)
+        history.append(record)
+        state.info(f"tweak: {result.label} (rule {result.rule.id}) does not build, discarded "
+                   f"without training: {reason}")
 
 
 if __name__ == "__main__":

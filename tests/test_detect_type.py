@@ -6,7 +6,9 @@ import pytest
 
 from conftest import PYTHON, ROOT, SCRIPTS
 
+import json
 import subprocess
+import sys
 
 FIXTURES = Path(__file__).parent / "fixtures" / "detect"
 
@@ -71,3 +73,115 @@ def test_detect_type_of_an_unsupported_framework_keeps_the_state_valid(project):
     assert result.returncode == 2
     assert "error: model.py: PyTorch is not supported" in result.stderr
     assert (project.state / "run.env").read_text() == before
+
+
+# ---------------------------------------------------------------------------
+# the runtime: Keras 2 era, Keras 3, scikit-learn
+
+sys.path.insert(0, str(SCRIPTS))
+import detect_type  # noqa: E402
+
+CORPUS = Path(__file__).parent / "fixtures" / "corpus"
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("keras2_np_utils_cnn.py", "cnn keras2"),
+    ("keras2_fit_generator.py", "cnn keras2"),
+    ("keras_vgg16_transfer.py", "cnn keras3"),
+    ("tf_applications_module.py", "cnn keras3"),
+    ("keras_cnn_tf_alias.py", "cnn keras3"),
+    ("keras_rnn.py", "rnn keras3"),
+    ("sklearn_svc.py", "sklearn sklearn"),
+])
+def test_detect_type_prints_the_runtime_with_the_flag_only(name, expected):
+    flagged = subprocess.run([PYTHON, str(SCRIPTS / "detect_type.py"), str(FIXTURES / name), "--runtime"],
+                             capture_output=True, text=True)
+    assert flagged.returncode == 0, flagged.stderr
+    assert flagged.stdout.strip() == expected
+    assert detect(FIXTURES / name).stdout.strip() == expected.split()[0]   # one word by default
+
+
+KERAS2_SNIPPETS = {
+    "np_utils": "from keras.utils import np_utils\n",
+    "np_utils module": "from keras.utils.np_utils import to_categorical\n",
+    "layers.convolutional": "from keras.layers.convolutional import Conv2D\n",
+    "tf layers.core": "from tensorflow.keras.layers.core import Dense\n",
+    "normalization attribute": "import keras\nkeras.layers.normalization.BatchNormalization()\n",
+    "embeddings": "from keras.layers.embeddings import Embedding\n",
+    "recurrent": "from keras.layers.recurrent import LSTM\n",
+    "pooling": "from keras.layers.pooling import MaxPooling2D\n",
+    "merge": "from keras.layers.merge import concatenate\n",
+    "advanced_activations": "from keras.layers.advanced_activations import LeakyReLU\n",
+    "wrappers": "from keras.layers.wrappers import TimeDistributed\n",
+    "noise": "from keras.layers.noise import GaussianNoise\n",
+    "keras_preprocessing": "import keras\nfrom keras_preprocessing.sequence import pad_sequences\n",
+    "ImageDataGenerator": "from keras.preprocessing.image import ImageDataGenerator\n",
+    "ImageDataGenerator module": "import keras\nfrom keras.preprocessing import image\ng = image.ImageDataGenerator()\n",
+    "scikit_learn wrapper": "from keras.wrappers.scikit_learn import KerasClassifier\n",
+    "fit_generator": "import keras\nmodel.fit_generator(gen, epochs=2)\n",
+    "evaluate_generator": "import keras\nmodel.evaluate_generator(gen)\n",
+    "predict_generator": "import keras\nmodel.predict_generator(gen)\n",
+    "predict_classes": "import keras\nmodel.predict_classes(x)\n",
+    "lr=": "import keras\nkeras.optimizers.Adam(lr=0.01)\n",
+    "lr= lower case": "from keras import optimizers\noptimizers.adam(lr=0.01)\n",
+    "nb_epoch=": "import keras\nmodel.fit(x, y, nb_epoch=3)\n",
+    "tf_keras": "import tf_keras as keras\n",
+    "optimizers.legacy": "import tensorflow as tf\nopt = tf.keras.optimizers.legacy.Adam()\n",
+    "set_session": "import tensorflow as tf\nfrom keras import backend as K\nK.set_session(sess)\n",
+    "compat.v1 session": "import tensorflow as tf\nsess = tf.compat.v1.Session()\n",
+    "tf1 as compat": "import tensorflow.compat.v1 as tf\nsess = tf.Session()\n",
+}
+
+
+@pytest.mark.parametrize("source", KERAS2_SNIPPETS.values(), ids=list(KERAS2_SNIPPETS))
+def test_a_keras_2_only_import_or_api_makes_the_script_keras2(source):
+    assert detect_type.runtime_of(source) == "keras2"
+
+
+@pytest.mark.parametrize("source", [
+    "import keras\nfrom keras import layers\nlayers.Conv2D(8, 3)\nkeras.utils.to_categorical(y)\n",
+    "import tensorflow as tf\ntf.keras.optimizers.Adam(learning_rate=0.01)\nmodel.fit(x, epochs=2)\n",
+    "from tensorflow.keras.layers import Conv2D\nfrom tensorflow.keras.utils import image_dataset_from_directory\n",
+    "import keras\n# model.fit_generator(gen), Adam(lr=0.1) in a comment\nx = 'keras.utils.np_utils'\n",
+    "import keras\nfrom sklearn.model_selection import train_test_split\nlr = 0.1\nkeras.optimizers.SGD(learning_rate=lr)\n",
+])
+def test_a_keras_3_script_is_keras3(source):
+    assert detect_type.runtime_of(source) == "keras3"
+
+
+def test_a_scikit_learn_script_is_sklearn():
+    assert detect_type.runtime_of((FIXTURES / "sklearn_svc.py").read_text()) == "sklearn"
+
+
+@pytest.mark.parametrize("name", ["keras_vgg16_transfer.py", "tf_applications_module.py"])
+def test_a_keras_applications_base_is_a_cnn(name):
+    assert detect_type.classify((FIXTURES / name).read_text()) == "cnn"
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="the training corpus is not there")
+def test_every_corpus_script_gets_the_type_and_runtime_it_expects():
+    checked = 0
+    for expect in sorted(CORPUS.glob("*/expect.json")):
+        wanted = json.loads(expect.read_text())
+        source = (expect.parent / wanted.get("script", "model.py")).read_text()
+        assert (detect_type.classify(source), detect_type.runtime_of(source)) == \
+            (wanted["type"], wanted["runtime"]), expect.parent.name
+        checked += 1
+    assert checked >= 10
+
+
+def test_find_entry_knows_fit_generator(tmp_path):
+    (tmp_path / "utils.py").write_text("def helper():\n    return 1\n")
+    # its only fit is a fit_generator()
+    (tmp_path / "legacy.py").write_text((FIXTURES / "keras2_fit_generator.py").read_text())
+    assert detect_type.find_entry(tmp_path) == tmp_path / "legacy.py"
+
+
+def test_detect_records_the_runtime_in_run_env(project):
+    project.push_change("model.py", (FIXTURES / "keras2_np_utils_cnn.py").read_text())
+    assert project.script("fetch").returncode == 0
+    result = project.script("detect_type")
+    assert result.returncode == 0, result.stderr
+    run = project.run_env()
+    assert (run["MODEL_TYPE"], run["MODEL_RUNTIME"]) == ("cnn", "keras2")
+    assert "model.py: cnn, keras2" in result.stderr

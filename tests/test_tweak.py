@@ -446,7 +446,7 @@ def workspace(tmp_path):
     """A STATE_DIR and a checkout holding the example CNN after its baseline attempt."""
     env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS}
     env.update(TWEAKOPS_ENV_FILE=os.devnull, STATE_DIR=str(tmp_path / "state"),
-               CHECKOUT_DIR=str(tmp_path / "checkout"), NO_COLOR="1")
+               CHECKOUT_DIR=str(tmp_path / "checkout"), NO_COLOR="1", BUILD_CHECK="0")
     cfg = state.config(environ=env)
     source = (EXAMPLES / "cnn" / "model.py").read_text()
     (tmp_path / "checkout").mkdir()
@@ -470,8 +470,9 @@ def test_make_tweak_writes_the_tweak_and_records_it(workspace):
     assert workspace.checkout.read_text() == expected
     assert result.stdout == tweak.unified_diff(workspace.source, expected, "model.py")
     assert result.stdout.startswith("--- a/model.py\n+++ b/model.py\n") and "+epochs = 3\n" in result.stdout
-    assert result.stderr.strip().splitlines() == [
-        "==> tweak: attempt 2: epochs 1→3 (rule epochs, from attempt 1, tweak #1)"]
+    # the last line (a build check, while BUILD_CHECK is not a config key yet, may log before it)
+    assert result.stderr.strip().splitlines()[-1] == \
+        "==> tweak: attempt 2: epochs 1→3 (rule epochs, from attempt 1, tweak #1)"
     run = state.read_run(workspace.cfg)
     assert {k: run[k] for k in ("TWEAK", "TWEAK_RULE", "TWEAK_PARENT", "ATTEMPT", "STATUS")} == {
         "TWEAK": "epochs 1→3", "TWEAK_RULE": "epochs", "TWEAK_PARENT": "1", "STATUS": "tweaked",
@@ -618,3 +619,371 @@ def test_make_tweak_never_tweaks_tweakops_own_published_commit(workspace):
     assert result.returncode == 8
     assert "own published commit" in result.stderr
     assert workspace.checkout.read_text() == before
+
+
+# ---------------------------------------------------------------------------
+# edits that are right on real scripts (tests/fixtures/tweak/real/)
+
+REAL = FIXTURES / "real"
+
+
+def real(name: str) -> str:
+    return (REAL / f"{name}.py").read_text()
+
+
+@pytest.mark.parametrize("name,rule_id,removed,added", [
+    # Keras 2 spellings are edited like Keras 3 ones
+    ("keras2_cnn", "learning_rate",
+     ['model.compile(loss="categorical_crossentropy", optimizer=Adam(lr=0.1), metrics=["accuracy"])'],
+     ['model.compile(loss="categorical_crossentropy", optimizer=Adam(lr=0.001), metrics=["accuracy"])']),
+    ("keras2_cnn", "epochs",
+     ['model.fit_generator(datagen.flow(x_train, y_train, batch_size=16), steps_per_epoch=4, epochs=2)'],
+     ['model.fit_generator(datagen.flow(x_train, y_train, batch_size=16), steps_per_epoch=4, epochs=4)']),
+    ("keras2_cnn", "filters",
+     ['model.add(Convolution2D(16, (3, 3), activation="relu", input_shape=(28, 28, 1)))'],
+     ['model.add(Convolution2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)))']),
+    ("keras2_cnn", "kernel",
+     ['model.add(Convolution2D(16, (3, 3), activation="relu", input_shape=(28, 28, 1)))'],
+     ['model.add(Convolution2D(16, (5, 5), activation="relu", input_shape=(28, 28, 1)))']),
+    ("keras2_nb_epoch", "epochs",
+     ['model.fit(x_train, y_train, batch_size=32, nb_epoch=2)', 'model.fit_generator(batches, 10, 3)'],
+     ['model.fit(x_train, y_train, batch_size=32, nb_epoch=4)', 'model.fit_generator(batches, 10, 5)']),
+    ("keras2_nb_epoch", "learning_rate",
+     ['model.compile(loss="categorical_crossentropy", optimizer=SGD(lr=0.5, momentum=0.9), metrics=["accuracy"])'],
+     ['model.compile(loss="categorical_crossentropy", optimizer=SGD(lr=0.01, momentum=0.9), metrics=["accuracy"])']),
+    # values followed to where they are set: a module constant passed to a function,
+    # a factory's default, a call-site argument, a loop's list
+    ("functions", "epochs", ["num_of_epochs = 1"], ["num_of_epochs = 3"]),
+    ("functions", "filters", ["def build_model(filters=8, units=32):"], ["def build_model(filters=16, units=32):"]),
+    ("functions", "dense_units", ["model = build_model(units=16)"], ["model = build_model(units=32)"]),
+    ("loop", "filters", ["for f in [8, 16]:"], ["for f in [16, 32]:"]),
+    ("argparse_options", "epochs", ['    parser.add_argument("--epochs", type=int, default=2)'],
+     ['    parser.add_argument("--epochs", type=int, default=4)']),
+    ("argparse_options", "dense_units", ['    parser.add_argument("--hidden-units", dest="units", type=int, default=32)'],
+     ['    parser.add_argument("--hidden-units", dest="units", type=int, default=64)']),
+    ("argparse_options", "learning_rate", ['    parser.add_argument("--lr", type=float, default=0.5)'],
+     ['    parser.add_argument("--lr", type=float, default=0.01)']),
+    # a 64x64 input whose later maps are small: only the first conv can take a 5x5 kernel
+    ("cnn_small_map", "kernel",
+     ['    layers.Conv2D(16, 3, activation="relu"),   # 62'], ['    layers.Conv2D(16, 5, activation="relu"),   # 62']),
+    # the hybrid gets the RNN rules too
+    ("conv1d_lstm", "units", ["    layers.LSTM(16),"], ["    layers.LSTM(32),"]),
+    ("conv1d_lstm", "bidirectional", ["    layers.LSTM(16),"], ["    layers.Bidirectional(layers.LSTM(16)),"]),
+])
+def test_real_scripts_are_edited_where_the_value_is_set(name, rule_id, removed, added):
+    old = real(name)
+    new = tweak.apply(rule_id, old, tweak.Context(1))
+    assert new is not None, f"{rule_id} did not apply to {name}"
+    assert changed_lines(old, new) == (removed, added)
+    assert comments(new) == comments(old)
+
+
+def test_a_value_set_in_two_places_with_different_values_is_changed_in_both():
+    source = textwrap.dedent('''\
+        import keras
+        def train(model, epochs):
+            model.fit(x, y, epochs=epochs)
+        model = keras.Sequential([keras.layers.Dense(10)])
+        model.compile(optimizer="adam", loss="mse")
+        train(model, 2)
+        train(model, 10)
+    ''')
+    assert changed_lines(source, tweak.apply("epochs", source)) == (
+        ["train(model, 2)", "train(model, 10)"], ["train(model, 4)", "train(model, 15)"])
+
+
+def test_options_returned_by_a_function_are_followed_to_their_defaults():
+    source = textwrap.dedent('''\
+        import argparse
+        import keras
+        def get_args():
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--epochs", type=int, default=3)
+            return parser.parse_args()
+        args = get_args()
+        model = keras.Sequential([keras.layers.Dense(10)])
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(x, y, epochs=args.epochs)
+    ''')
+    assert changed_lines(source, tweak.apply("epochs", source)) == (
+        ['    parser.add_argument("--epochs", type=int, default=3)'],
+        ['    parser.add_argument("--epochs", type=int, default=5)'])
+
+
+def test_a_parameter_reassigned_in_its_function_is_not_followed():
+    source = textwrap.dedent('''\
+        import keras
+        def train(model, epochs=2):
+            epochs = epochs * 2
+            model.fit(x, y, epochs=epochs)
+        model = keras.Sequential([keras.layers.Dense(10)])
+        model.compile(optimizer="adam", loss="mse")
+        train(model)
+    ''')
+    assert tweak.apply("epochs", source) is None
+
+
+def _sizes(source: str) -> list[tuple]:
+    """The output shape of every layer, as Keras computes it (a real build, no training)."""
+    code = textwrap.dedent('''
+        import ast, json, sys
+        tree = ast.parse(sys.stdin.read())
+        stop = next(i for i, s in enumerate(tree.body)
+                    if any(isinstance(n, ast.Attribute) and n.attr == "compile" for n in ast.walk(s)))
+        scope = {"__name__": "__tweak_build__"}
+        try:
+            exec(compile(ast.Module(tree.body[:stop], []), "<model>", "exec"), scope)
+        except ValueError as exc:
+            print(json.dumps({"error": str(exc).splitlines()[0]}))
+        else:
+            print(json.dumps({"shapes": [list(layer.output.shape[1:]) for layer in scope["model"].layers]}))
+    ''')
+    result = subprocess.run([sys.executable, "-c", code], input=source, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_the_kernel_rule_never_makes_a_map_of_size_zero_as_keras_builds_it():
+    source = real("cnn_small_map")
+    naive = source.replace("Conv2D(16, 3,", "Conv2D(16, 5,").replace("Conv2D(32, 3,", "Conv2D(32, 5,") \
+        .replace("Conv2D(64, 3,", "Conv2D(64, 5,")
+    # every 3 turned into a 5 (what the rule did before) does not build ...
+    assert "error" in _sizes(naive)
+    # ... the rule's edit does, and every map keeps a size of at least 1
+    built = _sizes(tweak.apply("kernel", source))
+    assert "shapes" in built, built
+    assert all(n >= 1 for shape in built["shapes"] for n in shape if n is not None)
+
+
+def test_no_conv_block_after_a_map_of_size_one():
+    assert tweak.apply("conv_block", real("cnn_small_map")) is None
+
+
+def test_map_sizes_that_cannot_be_computed_leave_the_rules_as_they_were():
+    # the size is read at run time: both kernels change, the build check decides
+    old = real("cnn_size_at_run_time")
+    removed, added = changed_lines(old, tweak.apply("kernel", old))
+    assert len(removed) == len(added) == 2 and all("Conv2D(4, 5," in line for line in added)
+
+
+@pytest.mark.parametrize("shape,kernel,expected", [
+    ("(28, 28, 1)", "3", "5"),            # 28 -> 24 -> 12 -> 12 -> 6: fits
+    ("(6, 6, 1)", "3", "3"),              # 6 -> 2 -> 1 -> 1 -> a pool of 2 on 1 is 0: stays 3
+    ("(8, 8)", "3", "5"),                 # 1D: 8 steps -> 4 -> 2 -> 2 -> 1
+    ("image_size + (1,)", "3", "5"),      # a constant and a tuple added
+])
+def test_map_sizes_follow_the_input_shape(shape, kernel, expected):
+    """The first conv's kernel grows only where every map stays non-empty (the second
+    conv, padding "same", may grow either way)."""
+    conv = "Conv1D" if shape == "(8, 8)" else "Conv2D"
+    pool = "MaxPooling1D" if conv == "Conv1D" else "MaxPooling2D"
+    source = textwrap.dedent(f'''\
+        import keras
+        from keras import layers
+        image_size = (28, 28)
+        model = keras.Sequential([
+            keras.Input(shape={shape}),
+            layers.{conv}(8, {kernel}, activation="relu"),
+            layers.{pool}(2),
+            layers.{conv}(8, 3, padding="same"),
+            layers.{pool}(2),
+            layers.Flatten(),
+            layers.Dense(10, activation="softmax"),
+        ])
+    ''')
+    new = tweak.apply("kernel", source)
+    assert f"layers.{conv}(8, {expected}, activation=" in new
+    assert f'layers.{conv}(8, 5, padding="same")' in new
+
+
+def test_stronger_estimator_imports_before_the_first_use_and_the_script_runs(tmp_path):
+    old = real("sklearn_tree_module")
+    new = tweak.apply("stronger_estimator", old)
+    lines = new.splitlines()
+    imported = lines.index("from sklearn.ensemble import RandomForestClassifier")
+    used = next(i for i, line in enumerate(lines) if "RandomForestClassifier(" in line)
+    assert imported < used
+    script = tmp_path / "model.py"
+    script.write_text(new)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("accuracy:")
+
+
+def test_stronger_estimator_never_adds_to_an_import_that_comes_after_the_use():
+    source = textwrap.dedent('''\
+        """Doc."""
+        from sklearn import tree
+        clf = tree.DecisionTreeClassifier(max_depth=2)
+        from sklearn.ensemble import GradientBoostingClassifier
+    ''')
+    new = tweak.apply("stronger_estimator", source)
+    lines = new.splitlines()
+    assert lines.index("from sklearn.ensemble import RandomForestClassifier") < lines.index(
+        "clf = RandomForestClassifier(max_depth=2)")
+    assert "from sklearn.ensemble import GradientBoostingClassifier" in lines
+
+
+def test_a_hybrid_gets_the_rnn_rules_as_well_as_the_cnn_ones():
+    source = real("conv1d_lstm")
+    assert tweak.types_of("cnn", source) == ["cnn", "rnn"]
+    ids = [r.id for r in tweak.rules_for_script("cnn", source)]
+    assert {"filters", "kernel", "units", "stack_rnn", "bidirectional"} <= set(ids)
+    assert [r.id for r in tweak.rules_for_script("cnn", real("cnn_small_map"))] == [r.id for r in tweak.rules_for("cnn")]
+    # every CNN rule tried on the parent: the chooser goes on with the RNN ones
+    history = [baseline(source)] + [record(n, r.id) for n, r in enumerate(tweak.rules_for("cnn"), start=2)]
+    assert tweak.choose(source, "cnn", history, 1).rule.id == "units"
+
+
+# -- line endings ------------------------------------------------------------
+
+def test_a_crlf_script_stays_crlf_for_every_rule():
+    for name in ("cnn_sequential", "cnn_add", "sklearn_tree", "rnn_lstm"):
+        lf = fixture(name)
+        crlf = lf.replace("\n", "\r\n")
+        for r in tweak.rules_for(model_type(name)):
+            new_lf, new_crlf = tweak.apply(r.id, lf), tweak.apply(r.id, crlf)
+            if new_lf is None:
+                continue
+            assert new_crlf == new_lf.replace("\n", "\r\n"), (name, r.id)
+
+
+def _git(*args, cwd):
+    return subprocess.run(["git", "-c", "core.autocrlf=false", *args], cwd=cwd, capture_output=True,
+                          text=True, check=True)
+
+
+def test_make_tweak_on_a_crlf_script_changes_one_line_and_its_diff_applies(tmp_path):
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    source = fixture("sklearn_knn").replace("\n", "\r\n").encode()
+    (checkout / "model.py").write_bytes(source)
+    _git("init", "-q", cwd=checkout)
+    _git("add", "model.py", cwd=checkout)
+    _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "crlf", cwd=checkout)
+    env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS}
+    env.update(TWEAKOPS_ENV_FILE=os.devnull, STATE_DIR=str(tmp_path / "state"), CHECKOUT_DIR=str(checkout),
+               NO_COLOR="1", BUILD_CHECK="0")
+    cfg = state.config(environ=env)
+    state.update_run(cfg, MODEL_FILE="model.py", MODEL_TYPE="sklearn", ATTEMPT=1, BEST_ATTEMPT=1, STATUS="trained")
+    state.append_history(cfg, baseline(source.decode(), 0.6))
+    # bytes: text mode would turn the patch's CRLF lines into LF ones
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "tweak.py")], env=env,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    stat = _git("diff", "--numstat", cwd=checkout).stdout.split()
+    assert stat[:2] == ["1", "1"], stat            # one line changed, not the whole file
+    tweaked = (checkout / "model.py").read_bytes()
+    assert tweaked.count(b"\r\n") == source.count(b"\r\n") and b"\n" not in tweaked.replace(b"\r\n", b"")
+    # the printed diff applies to the fetched file and gives the tweaked one
+    clean = tmp_path / "clean"
+    _git("clone", "-q", str(checkout), str(clean), cwd=tmp_path)
+    assert b"+knn = KNeighborsClassifier(n_neighbors=3)\r\n" in result.stdout
+    (tmp_path / "tweak.patch").write_bytes(result.stdout)
+    _git("apply", str(tmp_path / "tweak.patch"), cwd=clean)
+    assert (clean / "model.py").read_bytes() == tweaked
+
+
+def test_the_diff_marks_a_last_line_without_newline(tmp_path):
+    old = "import keras\nmodel.fit(x, y, epochs=2)"
+    new = "import keras\nmodel.fit(x, y, epochs=4)"
+    diff = tweak.unified_diff(old, new, "model.py")
+    assert diff.endswith("+model.fit(x, y, epochs=4)\n\\ No newline at end of file\n")
+    (tmp_path / "model.py").write_text(old)
+    (tmp_path / "p.patch").write_text(diff)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "apply", "p.patch"], cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / "model.py").read_text() == new
+
+
+# -- the build check ---------------------------------------------------------
+
+def run_script(cfg: dict, run: dict) -> str | None:
+    """A real build check for scikit-learn scripts: run the checkout's script to the end."""
+    path = Path(cfg["CHECKOUT_DIR"]) / run["MODEL_FILE"]
+    result = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
+    return None if result.returncode == 0 else result.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def depth_workspace(tmp_path):
+    """A checkout holding a tree script a forest breaks, after its baseline."""
+    env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS}
+    env.update(TWEAKOPS_ENV_FILE=os.devnull, STATE_DIR=str(tmp_path / "state"),
+               CHECKOUT_DIR=str(tmp_path / "checkout"), NO_COLOR="1")
+    cfg = state.config(environ=env)
+    source = real("sklearn_tree_depth")
+    (tmp_path / "checkout").mkdir()
+    (tmp_path / "checkout" / "model.py").write_text(source)
+    state.update_run(cfg, MODEL_FILE="model.py", MODEL_TYPE="sklearn", ATTEMPT=1, BEST_ATTEMPT=1,
+                     STATUS="trained", RUN_ID="r1")
+    state.append_history(cfg, {**baseline(source, 0.9), "run": "r1", "tweak": "baseline"})
+    return cfg, source, tmp_path / "checkout" / "model.py"
+
+
+def test_a_candidate_that_does_not_build_is_recorded_and_the_next_one_is_written(depth_workspace):
+    cfg, source, checkout = depth_workspace
+    run = state.read_run(cfg)
+    history = state.read_history(cfg)
+    result = tweak.tweak_checkout(cfg, run, source, history, 1, tweak.Context(1), run_script)
+    # the forest has no get_depth(): discarded; the next rule's candidate builds and is written
+    assert result.rule.id == "max_depth"
+    assert checkout.read_text() == result.source and run_script(cfg, run) is None
+    failed = [r for r in state.read_history(cfg) if r.get("outcome") == "build-failed"]
+    assert len(failed) == 1
+    record = failed[0]
+    assert record["attempt"] is None and record["rule"] == "stronger_estimator" and record["parent"] == 1
+    assert record["run"] == "r1" and "get_depth" in record["reason"]
+    assert record["source_hash"] == state.source_hash(tweak.apply("stronger_estimator", source))
+    assert "+clf = RandomForestClassifier(max_depth=3, random_state=0)" in record["diff"]
+    history = state.read_history(cfg)
+    # not a tweak for MAX_TWEAKS, never chosen again on this parent, no score
+    assert tweak.cap_reached({**cfg, "MAX_TWEAKS": 1}, run, history) is None
+    assert "stronger_estimator" not in tweak.scores(history)
+    assert tweak.choose(source, "sklearn", history, 1).rule.id != "stronger_estimator"
+    assert tweak.best_attempt({}, history) == 1
+
+
+def test_when_no_candidate_builds_the_checkout_holds_the_best_source(depth_workspace):
+    cfg, source, checkout = depth_workspace
+    run = state.read_run(cfg)
+    checkout.write_text(tweak.apply("criterion", source))      # a reverted attempt left behind
+    reasons = []
+
+    def never(cfg, run):
+        reasons.append(run_script(cfg, run))
+        return "does not build: refused"
+    assert tweak.tweak_checkout(cfg, run, source, state.read_history(cfg), 1, tweak.Context(1), never) is None
+    assert checkout.read_text() == source
+    failed = [r["rule"] for r in state.read_history(cfg) if r.get("outcome") == "build-failed"]
+    assert failed == ["stronger_estimator", "max_depth", "criterion"]
+    assert reasons[0] is not None and reasons[1:] == [None, None]   # the check saw each candidate
+
+
+@pytest.mark.slow
+def test_make_tweak_discards_a_keras_tweak_that_does_not_build(tmp_path):
+    """The real build check (scripts/buildcheck.py through the harness) on a kernel the
+    sizes could not be computed for: 8 -> 4 -> 2 -> a 5x5 kernel on a 2x2 map."""
+    pytest.importorskip("buildcheck")
+    env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS}
+    env.update(TWEAKOPS_ENV_FILE=os.devnull, STATE_DIR=str(tmp_path / "state"),
+               CHECKOUT_DIR=str(tmp_path / "checkout"), NO_COLOR="1")
+    cfg = state.config(environ=env)
+    source = real("cnn_size_at_run_time")
+    (tmp_path / "checkout").mkdir()
+    (tmp_path / "checkout" / "model.py").write_text(source)
+    state.update_run(cfg, MODEL_FILE="model.py", MODEL_TYPE="cnn", MODEL_RUNTIME="keras3", ATTEMPT=1,
+                     BEST_ATTEMPT=1, STATUS="trained", RUN_ID="r1")
+    state.append_history(cfg, {**baseline(source, 0.5), "run": "r1", "tweak": "baseline"})
+    for n, rule_id in enumerate(("epochs", "filters"), start=2):   # the kernel rule comes next
+        state.append_history(cfg, {**record(n, rule_id, "reverted", 0.5), "run": "r1"})
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "tweak.py")], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    failed = [r for r in state.read_history(cfg) if r.get("outcome") == "build-failed"]
+    assert [r["rule"] for r in failed] == ["kernel"] and failed[0]["attempt"] is None
+    assert "does not build, discarded" in result.stderr
+    assert state.read_run(cfg)["TWEAK_RULE"] == "conv_block"
+    assert (tmp_path / "checkout" / "model.py").read_text() == tweak.apply("conv_block", source, tweak.Context(1))
