@@ -315,12 +315,12 @@ def compose(cfg: dict, run: dict, history: list[dict], note: str = "", tail: str
         ["Accuracy", (f"{baseline:.4f} → " if baseline is not None and best else "")
          + (f"{float(best):.4f} (best: attempt {run.get('BEST_ATTEMPT')})" if best else "none")],
         ["Target", f"{target:.2f} ({'met' if kind == 'success' else 'not met'})"],
-        ["Attempts", str(len(history))],
+        ["Attempts", str(sum(r.get("attempt") is not None for r in history))],
     ]
     if run.get("PUBLISHED_COMMIT"):
         facts.append(["Published", f"{run['PUBLISHED_COMMIT'][:12]} on {run.get('PUBLISHED_BRANCH', '')}"])
     headers = ["attempt", "tweak", "accuracy", "time", "outcome"]
-    rows = [[r.get("attempt"), r.get("tweak", ""), "" if r.get("accuracy") is None else f"{r['accuracy']:.4f}",
+    rows = [["—" if r.get("attempt") is None else r["attempt"], r.get("tweak", ""), "" if r.get("accuracy") is None else f"{r['accuracy']:.4f}",
              f"{r.get('duration') or 0:.0f}s", r.get("outcome", "")] for r in history]
     diff = published_diff(cfg, run)
     diff_title = "Published change" if run.get("PUBLISHED_COMMIT") else "Change of the best source (not published)"

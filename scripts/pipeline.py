@@ -54,7 +54,7 @@ def announce() -> None:
 
     cfg = state.config()
     run = state.read_run(cfg)
-    records = report.run_records(cfg, run)
+    records = report.trained(report.run_records(cfg, run))
     if records:
         best = float(run["BEST_ACCURACY"]) if run.get("BEST_ACCURACY") else None
         line = report.attempt_line(records[-1], best, cfg["TARGET_ACCURACY"], len(records), cfg["MAX_TWEAKS"] + 1,
@@ -71,7 +71,7 @@ def summary(cfg: dict, code: int, started: float) -> str:
         ["commit", run.get("COMMIT", "")[:12]],
         ["model", f"{run.get('MODEL_FILE', '?')} ({run.get('MODEL_TYPE', '?')})"],
         ["runner", run.get("RUNNER", cfg["RUNNER"])],
-        ["attempts", len(history)],
+        ["attempts", sum(r.get("attempt") is not None for r in history)],
         ["accuracy", f"{float(best):.4f} (attempt {run.get('BEST_ATTEMPT')})" if best else "none"],
         ["target", f"{cfg['TARGET_ACCURACY']:.2f}"],
         ["verdict", verdict],

@@ -44,6 +44,11 @@ def run_records(cfg: dict, run: dict) -> list[dict]:
     return [r for r in state.read_history(cfg) if r.get("run") == run.get("RUN_ID")]
 
 
+def trained(records: list[dict]) -> list[dict]:
+    """The attempts: a build-failed tweak (attempt null) trained nothing."""
+    return [r for r in records if r.get("attempt") is not None]
+
+
 def rows(records: list[dict]) -> list[dict]:
     """Attempts with the change against the best accuracy so far."""
     best = None
@@ -95,6 +100,7 @@ def plot(cfg: dict, records: list[dict], target: float) -> bytes:
     import matplotlib.ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=PLOT_SIZE, dpi=100)
+    records = trained(records)
     for outcome, (marker, colour) in MARKERS.items():
         points = [(r["attempt"], r["accuracy"] if r.get("accuracy") is not None else 0.0)
                   for r in records if r.get("outcome") == outcome]
@@ -135,8 +141,8 @@ def headline(cfg: dict, run: dict, records: list[dict]) -> list[tuple[str, str]]
         ("commit", f"{run.get('COMMIT', '')[:12]} → {run.get('PUBLISHED_COMMIT', '')[:12] or 'not published'}"),
         ("best accuracy", f"{float(best):.4f} (attempt {run.get('BEST_ATTEMPT')})" if best else "none"),
         ("target", f"{target:.2f}"),
-        ("attempts", str(len(records))),
-        ("wall time", f"{wall_time(records):.0f}s (training {training:.0f}s)"),
+        ("attempts", str(len(trained(records)))),
+        ("wall time", f"{wall_time(trained(records)):.0f}s (training {training:.0f}s)"),
         ("verdict", "target met" if met else "below target"),
     ]
 
@@ -146,7 +152,7 @@ TABLE_HEADERS = ["attempt", "tweak", "accuracy", "Δ vs best", "time", "outcome"
 
 def table_cells(r: dict) -> list[str]:
     """One attempt as the report's table shows it (the terminal summary too)."""
-    return [str(r["attempt"]), r.get("tweak", ""), fmt(r.get("accuracy")), fmt(r["delta"], "+.4f"),
+    return ["—" if r.get("attempt") is None else str(r["attempt"]), r.get("tweak", ""), fmt(r.get("accuracy")), fmt(r["delta"], "+.4f"),
             f"{r.get('duration') or 0:.0f}s", r.get("outcome", ""), str(r.get("restarts", 0))]
 
 
@@ -189,14 +195,14 @@ def page(head, table_rows, png: bytes) -> str:
     parts.append("<h2>Attempts</h2><table><tr><th>attempt</th><th>tweak</th><th>accuracy</th><th>Δ vs best</th>"
                  "<th>time</th><th>outcome</th><th>restarts</th><th>log</th></tr>")
     for r in table_rows:
-        parts.append(f"<tr><td>{r['attempt']}</td><td>{e(r.get('tweak', ''))}</td><td>{fmt(r.get('accuracy'))}</td>"
-                     f"<td>{fmt(r['delta'], '+.4f')}</td><td>{r.get('duration') or 0:.0f}s</td>"
-                     f"<td class='{e(r.get('outcome', ''))}'>{e(r.get('outcome', ''))}</td><td>{r.get('restarts', 0)}</td>"
-                     f"<td><a href='../{e(r.get('log', ''))}'>log</a></td></tr>")
+        cells = [f"<td>{e(cell)}</td>" for cell in table_cells(r)]
+        cells[5] = f"<td class='{e(r.get('outcome', ''))}'>{e(r.get('outcome', ''))}</td>"
+        log = f"<a href='../{e(r['log'])}'>log</a>" if r.get("log") else e(r.get("reason", ""))
+        parts.append(f"<tr>{''.join(cells)}<td>{log}</td></tr>")
     parts.append("</table><h2>Changes</h2>")
     for r in table_rows:
         if r.get("diff"):
-            parts.append(f"<h3>attempt {r['attempt']}: {e(r.get('tweak', ''))} — {e(r.get('outcome', ''))}</h3>")
+            parts.append(f"<h3>attempt {table_cells(r)[0]}: {e(r.get('tweak', ''))} — {e(r.get('outcome', ''))}</h3>")
             parts.append(diff_html(r["diff"]))
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -247,7 +253,7 @@ def main(argv=None) -> int:
     records = run_records(cfg, run)
     if not records:
         raise state.TweakopsError("nothing to report yet: no attempt in this run; run make train accuracy first")
-    state.banner("report", f"{len(records)} attempts")
+    state.banner("report", f"{len(trained(records))} attempts")
     table_rows = rows(records)
     head = headline(cfg, run, records)
     png = plot(cfg, records, cfg["TARGET_ACCURACY"])

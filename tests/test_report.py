@@ -301,3 +301,19 @@ def test_status_without_a_run_says_so(project):
     result = project.script("status")
     assert result.returncode == 2
     assert "no run yet" in result.stderr
+
+
+def test_a_build_failed_tweak_is_listed_without_an_attempt_number(handmade):
+    with open(handmade.state / "history.jsonl", "a") as history:
+        history.write(json.dumps({"attempt": None, "run": "run-7", "tweak": "kernel 3→5", "rule": "kernel",
+                                  "outcome": "build-failed", "accuracy": None,
+                                  "reason": "does not build (exit 1): ValueError: negative size"}) + "\n")
+    result = handmade.script("report")
+    assert result.returncode == 0, result.stderr
+    page = Collect()
+    page.feed((handmade.state / "report" / "index.html").read_text())
+    assert ["—", "kernel 3→5"] == [r[:2] for r in page.rows if "build-failed" in r][0]
+    head = {r[0]: r[1] for r in page.rows if r and len(r) == 2}
+    assert head["attempts"] == "4"  # it trained nothing: not an attempt
+    assert head["wall time"].startswith("220s")
+    assert "does not build (exit 1): ValueError: negative size" in (handmade.state / "report" / "index.html").read_text()
