@@ -258,9 +258,18 @@ def quiet_import_keras():
     return tf_keras
 
 
+# numpy 2 dropped these aliases; keras-preprocessing 1.1.2 (pad_sequences) and Keras 2
+# era scripts still use them
+NUMPY_ALIASES = {"unicode_": "str_", "string_": "bytes_", "float_": "float64", "complex_": "complex128"}
+
+
 def legacy_api(keras) -> None:
     """Keras 2 idioms that tf_keras dropped or silently ignores."""
     import numpy as np
+
+    for old, new in NUMPY_ALIASES.items():
+        if not hasattr(np, old):
+            setattr(np, old, getattr(np, new))
 
     def predict_classes(self, x, batch_size=32, verbose=0):
         proba = np.asarray(self.predict(x, batch_size=batch_size, verbose=verbose))

@@ -100,6 +100,8 @@ def test_keras2_idioms_run_unmodified_on_tf_keras(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "learning rate: 0.02" in result.stdout  # lr= honoured, not silently 0.001
     assert "classes: [" in result.stdout          # predict_classes is back
+    assert "padded: [[0, 1, 2], [0, 0, 3]]" in result.stdout   # keras_preprocessing on numpy 2
+    assert "decayed rate at step 2: 0.05" in result.stdout     # decay= is Keras 2's time-based decay
     data = metrics(tmp_path)
     assert [e["epoch"] for e in data["epochs"]] == [1, 2]
     assert "val_acc" in data["epochs"][-1]          # Keras 2's metric keys are read
