@@ -374,18 +374,25 @@ def patch_keras() -> None:
             self.began = False
 
         def on_train_begin(self, logs=None):
-            beat()
+            # Keras 3 knows here the epoch it restored (a fit killed after its last epoch
+            # runs no epoch at all); Keras 2 tells it by the first epoch it runs
+            initial = getattr(self.model, "_initial_epoch", 0) or 0
+            if initial:
+                self.begin(initial)
+            beat(initial)
+
+        def begin(self, epoch: int) -> None:
+            """Once per fit: epochs a resumed run will not redo stay, later ones go."""
+            self.began = True
+            if epoch:
+                METRICS_FILE.data["resumed_from_epoch"] = epoch
+                print(f"tweakops: resuming from the checkpoint at epoch {epoch}", flush=True)
+            METRICS_FILE.data["epochs"] = [e for e in METRICS_FILE.data["epochs"]
+                                           if e.get("fit", 0) < self.fit_index or e["epoch"] <= epoch]
 
         def on_epoch_begin(self, epoch, logs=None):
             if not self.began:
-                # the first epoch this fit runs: > 0 when a checkpoint was restored
-                # (Keras 3 and Keras 2 alike); epochs a resumed run will not redo stay
-                self.began = True
-                if epoch:
-                    METRICS_FILE.data["resumed_from_epoch"] = epoch
-                    print(f"tweakops: resuming from the checkpoint at epoch {epoch}", flush=True)
-                METRICS_FILE.data["epochs"] = [e for e in METRICS_FILE.data["epochs"]
-                                               if e.get("fit", 0) < self.fit_index or e["epoch"] <= epoch]
+                self.begin(epoch)
             self.epoch = epoch + 1
             self.started = time.time()
 
@@ -465,7 +472,10 @@ def patch_keras() -> None:
                      "a restart trains it from the first epoch")
             else:
                 # first, so the epoch it restores is known when the Recorder starts
-                callbacks.append(SafeBackup(str(Path(CHECKPOINT_DIR) / f"fit-{fit_index}"), **backup_options))
+                # kept after the fit (train.py removes it once the attempt is booked): a kill
+                # during the script's evaluate then resumes with nothing to retrain
+                callbacks.append(SafeBackup(str(Path(CHECKPOINT_DIR) / f"fit-{fit_index}"), delete_checkpoint=False,
+                                            **backup_options))
         callbacks.append(SafeRecorder(fit_index))
         return original_fit(self, *args, callbacks=callbacks, **kwargs)
 

@@ -198,6 +198,9 @@ def main(argv=None) -> int:
     state.append_history(cfg, record)
     state.update_run(cfg, STATUS=status, EXIT_CODE=code, DURATION=duration, PID=None, PID_START=None,
                      CONTAINER=None)
+    # booked: its checkpoint (kept by the harness past the end of fit, against a kill in
+    # the script's evaluate) has nothing left to resume
+    shutil.rmtree(sd / job.state_path("checkpoints"), ignore_errors=True)
     if not failed:
         state.info(f"attempt {attempt} trained in {duration:.1f}s; log: {job.log}")
         return state.EXIT_OK

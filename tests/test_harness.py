@@ -79,6 +79,28 @@ def test_an_unbuilt_model_resumes_after_a_sigkill(tmp_path):
     assert [e["epoch"] for e in data["epochs"]] == list(range(1, 13))  # each epoch once
 
 
+@pytest.mark.slow
+def test_a_kill_after_fit_retrains_nothing(tmp_path):
+    env = harness_env(tmp_path, EPOCHS="3", SLEEP_AFTER_FIT="120")
+    out = tmp_path / "out.log"
+    with open(out, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(HARNESS), "unbuilt_sequential.py"], cwd=FIXTURES, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 240
+    while "fit done" not in out.read_text() and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    result = subprocess.run([sys.executable, str(HARNESS), "unbuilt_sequential.py"], cwd=FIXTURES,
+                            env={**env, "SLEEP_AFTER_FIT": "0"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "resuming from the checkpoint at epoch 3" in result.stdout
+    assert "Epoch 1/3" not in result.stdout  # nothing retrained
+    data = metrics(tmp_path)
+    assert data["resumed_from_epoch"] == 3 and [e["epoch"] for e in data["epochs"]] == [1, 2, 3]
+    assert data["accuracy_source"] == "evaluate"
+
+
 def test_a_subclassed_model_trains_on_a_dataset(tmp_path):
     result = run_harness(tmp_path, "subclassed.py")
     assert result.returncode == 0, result.stderr
