@@ -213,7 +213,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	@$(PYTHON) -c "import keras_tuner, optuna" 2>/dev/null || { echo "error: the benchmark requirements did not install; run make bench PIP_FLAGS= to see why" >&2; exit 2; }
 	@touch $@
 
-## Race tweakops against KerasTuner and Optuna on the weak-model suite (bench/README.md; ~45 min)
+## Race tweakops against KerasTuner and Optuna on the weak-model suite (bench/README.md; ~40 min)
 .PHONY: bench
 bench: setup $(VENV)/.bench-installed
 	@$(PY) bench/run.py $(BENCH_ARGS)
@@ -227,7 +227,7 @@ bench-quick: setup $(VENV)/.bench-installed
 
 ## Run the test suite (sets itself up; slow end-to-end tests included)
 .PHONY: test
-test: setup system-deps
+test: setup system-deps $(VENV)/.bench-installed
 	@$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 ## Run the fast tests only (skips the ones marked slow)
