@@ -39,7 +39,8 @@ not apply changes nothing; a result that does not compile is never written. Line
 endings stay as they are (a CRLF script stays CRLF; the diff shows only the change).
 
 Build check: each candidate written into the checkout is run up to its first fit
-(scripts/buildcheck.py, BUILD_CHECK=0 skips it). One that does not build is put back,
+(scripts/buildcheck.py, BUILD_CHECK=0 skips it; so do epochs and learning-rate tweaks, which
+build as their parent did). One that does not build is put back,
 recorded in history.jsonl (`attempt: null, outcome: build-failed`, its rule, parent,
 source_hash, diff and reason) and the next candidate is tried in the same run of
 tweak.py: it costs no training, no attempt and no MAX_TWEAKS tweak, the same source
@@ -88,6 +89,7 @@ from typing import Callable
 
 import libcst as cst
 
+import buildcheck
 import state
 
 # ---------------------------------------------------------------------------
@@ -1023,6 +1025,9 @@ class Rule:
 
 
 REGISTRY: dict[str, Rule] = {}
+# rules that change only a number fit or the optimizer reads: the model builds as its
+# parent did, so they need no build check (saves a TensorFlow start per tweak)
+BUILDS_AS_BEFORE = {"epochs", "learning_rate"}
 KERAS = ("cnn", "rnn", "mlp")
 
 
@@ -1743,7 +1748,7 @@ def main(argv=None) -> int:
         return state.EXIT_NO_TWEAK_LEFT
     parent = best_attempt(run, history)
     number = state.counter(cfg) + 1
-    check = build_checker() if cfg.get("BUILD_CHECK", True) else None
+    check = buildcheck.check if cfg["BUILD_CHECK"] else None
     result = tweak_checkout(cfg, run, source, history, parent, Context(number), check)
     if result is None:
         state.info(f"tweak: no tweak left for attempt {parent}: every {model_type} rule was tried "
@@ -1762,18 +1767,6 @@ def main(argv=None) -> int:
     return state.EXIT_OK
 
 
-def build_checker() -> Callable[[dict, dict], str | None] | None:
-    """buildcheck.check(cfg, run) (runs the checkout's script up to its first fit; None
-    when it builds, else a one-line reason), or None while scripts/buildcheck.py is absent."""
-    try:
-        import buildcheck
-    except ModuleNotFoundError as exc:
-        if exc.name == "buildcheck":
-            return None
-        raise
-    return buildcheck.check
-
-
 def tweak_checkout(cfg: dict, run: dict, source: str, history: list[dict], parent: int,
                    context: Context, check: Callable[[dict, dict], str | None] | None) -> Tweak | None:
     """Write the next tweak of `source` (the best, attempt `parent`) into the checkout and
@@ -1789,7 +1782,8 @@ def tweak_checkout(cfg: dict, run: dict, source: str, history: list[dict], paren
             return None
         state.atomic_write(checkout_file, result.source)
         try:
-            reason = check(cfg, run) if check is not None else None
+            needed = check is not None and result.rule.id not in BUILDS_AS_BEFORE
+            reason = check(cfg, run) if needed else None
         except BaseException:
             state.atomic_write(checkout_file, source)
             raise

@@ -962,6 +962,21 @@ def test_when_no_candidate_builds_the_checkout_holds_the_best_source(depth_works
     assert reasons[0] is not None and reasons[1:] == [None, None]   # the check saw each candidate
 
 
+def test_an_epochs_tweak_needs_no_build_check(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS}
+    env.update(TWEAKOPS_ENV_FILE=os.devnull, STATE_DIR=str(tmp_path / "state"), CHECKOUT_DIR=str(tmp_path / "co"))
+    cfg = state.config(environ=env)
+    source = (ROOT / "models" / "cnn" / "model.py").read_text()
+    (tmp_path / "co").mkdir()
+    (tmp_path / "co" / "model.py").write_text(source)
+    state.update_run(cfg, MODEL_FILE="model.py", MODEL_TYPE="cnn", ATTEMPT=1, BEST_ATTEMPT=1, RUN_ID="r1")
+    state.append_history(cfg, {**baseline(source, 0.5), "run": "r1", "tweak": "baseline"})
+    checked = []
+    result = tweak.tweak_checkout(cfg, state.read_run(cfg), source, state.read_history(cfg), 1, tweak.Context(1),
+                                  lambda cfg, run: checked.append(run) or None)
+    assert result.rule.id == "epochs" and checked == []  # the model builds as its parent did
+
+
 @pytest.mark.slow
 def test_make_tweak_discards_a_keras_tweak_that_does_not_build(tmp_path):
     """The real build check (scripts/buildcheck.py through the harness) on a kernel the
