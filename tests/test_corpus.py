@@ -267,17 +267,11 @@ def test_tweakops_local_runner_trains_it_unmodified(folder, tmp_path, digits, ba
 @pytest.mark.slow
 @pytest.mark.docker
 @pytest.mark.parametrize("folder", params())
-def test_tweakops_docker_runner_trains_it_unmodified(folder, tmp_path, digits, bare, docker_engine):
-    import runners
-    import state
-
+def test_tweakops_docker_runner_trains_it_unmodified(folder, tmp_path, digits, bare, docker_image):
+    docker_image("sklearn" if expect_of(folder)["type"] == "sklearn" else "keras")  # built once per session
     project = corpus_project(tmp_path, digits, folder, "docker")
     result = project.make("fetch", "detect")
     assert result.returncode == 0, stage_failure(project, result)
-    image = project.run_env().get("IMAGE") or state.DEFAULTS[
-        "IMAGE_SKLEARN" if expect_of(folder)["type"] == "sklearn" else "IMAGE_KERAS"]
-    if not runners.image_present(image):
-        pytest.skip(f"image {image} is missing; make images builds it")
     result = project.make("train", "accuracy")
     try:
         check_trained(project, folder, bare)
