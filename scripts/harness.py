@@ -58,7 +58,6 @@ import os
 import random
 import re
 import runpy
-import types
 import sys
 import threading
 import time

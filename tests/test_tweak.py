@@ -907,19 +907,25 @@ def run_script(cfg: dict, run: dict) -> str | None:
     return None if result.returncode == 0 else result.stderr.strip().splitlines()[-1]
 
 
-@pytest.fixture
-def depth_workspace(tmp_path):
-    """A checkout holding a tree script a forest breaks, after its baseline."""
+def checkout_after_baseline(tmp_path, source: str, model_type: str, accuracy: float) -> dict:
+    """A STATE_DIR and checkout holding `source`, after its baseline attempt (run r1)."""
     env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS}
     env.update(TWEAKOPS_ENV_FILE=os.devnull, STATE_DIR=str(tmp_path / "state"),
                CHECKOUT_DIR=str(tmp_path / "checkout"), NO_COLOR="1")
     cfg = state.config(environ=env)
-    source = real("sklearn_tree_depth")
     (tmp_path / "checkout").mkdir()
     (tmp_path / "checkout" / "model.py").write_text(source)
-    state.update_run(cfg, MODEL_FILE="model.py", MODEL_TYPE="sklearn", ATTEMPT=1, BEST_ATTEMPT=1,
+    state.update_run(cfg, MODEL_FILE="model.py", MODEL_TYPE=model_type, ATTEMPT=1, BEST_ATTEMPT=1,
                      STATUS="trained", RUN_ID="r1")
-    state.append_history(cfg, {**baseline(source, 0.9), "run": "r1", "tweak": "baseline"})
+    state.append_history(cfg, {**baseline(source, accuracy), "run": "r1", "tweak": "baseline"})
+    return cfg
+
+
+@pytest.fixture
+def depth_workspace(tmp_path):
+    """A checkout holding a tree script a forest breaks, after its baseline."""
+    source = real("sklearn_tree_depth")
+    cfg = checkout_after_baseline(tmp_path, source, "sklearn", 0.9)
     return cfg, source, tmp_path / "checkout" / "model.py"
 
 
@@ -963,14 +969,8 @@ def test_when_no_candidate_builds_the_checkout_holds_the_best_source(depth_works
 
 
 def test_an_epochs_tweak_needs_no_build_check(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS}
-    env.update(TWEAKOPS_ENV_FILE=os.devnull, STATE_DIR=str(tmp_path / "state"), CHECKOUT_DIR=str(tmp_path / "co"))
-    cfg = state.config(environ=env)
     source = (ROOT / "models" / "cnn" / "model.py").read_text()
-    (tmp_path / "co").mkdir()
-    (tmp_path / "co" / "model.py").write_text(source)
-    state.update_run(cfg, MODEL_FILE="model.py", MODEL_TYPE="cnn", ATTEMPT=1, BEST_ATTEMPT=1, RUN_ID="r1")
-    state.append_history(cfg, {**baseline(source, 0.5), "run": "r1", "tweak": "baseline"})
+    cfg = checkout_after_baseline(tmp_path, source, "cnn", 0.5)
     checked = []
     result = tweak.tweak_checkout(cfg, state.read_run(cfg), source, state.read_history(cfg), 1, tweak.Context(1),
                                   lambda cfg, run: checked.append(run) or None)
