@@ -65,11 +65,15 @@ DEFAULTS: dict[str, object] = {
     "TRAIN_CPUS": "2",                  # docker --cpus
     "GPUS": "",                         # docker --gpus value ("all") on GPU agents
     "TF_CPP_MIN_LOG_LEVEL": "2",        # quiet TensorFlow's C++ log (never the script's output)
+    "WARM_WORKER": True,                # local runner: attempts fork from a worker that imported TensorFlow once
+    "WARM_START": True,                 # a tweak starts from its parent's trained weights where they fit
+    "CONFIRM": True,                    # retrain a warm-started winner from scratch before publishing it
     # the tweak loop
     "BUILD_CHECK": True,                # run each tweak up to its first fit (one step) before training it
     "TARGET_ACCURACY": 0.80,            # 0 < target <= 1
     "MAX_TWEAKS": 10,                   # tweaks tried before giving up
-    "MAX_MINUTES": 60,                  # wall-clock cap of the loop
+    "MAX_MINUTES": 60,                  # wall-clock cap of the loop, held inside an attempt too
+    "PARALLEL": 1,                      # candidates the search proposes per round (trained one after another here)
     # watchdog
     "HEARTBEAT_TIMEOUT": 300,           # seconds without a heartbeat before a run counts as hung
     "MAX_RESTARTS": 3,                  # restarts of one attempt before it is marked failed
