@@ -11,7 +11,40 @@ printed. Before it starts, the harness:
     `Model.evaluate` to record the held-out figure the script computes;
   - scikit-learn: wraps `accuracy_score` and `ClassifierMixin.score` to record the
     accuracy the script computes (the last call wins: scripts score held-out data last);
-    a heartbeat thread (a sklearn fit has no callbacks to beat from).
+    a heartbeat thread (a sklearn fit has no callbacks to beat from). None of the three
+    below applies to it: a sklearn fit cannot be stopped or warm-started from outside.
+
+Warm starts and the time cap (Keras; each optional, unset = none of it):
+
+  TWEAKOPS_WEIGHTS_OUT=path   after each fit returns and when the script ends (exit 0), the
+      weights of the latest fit's model go to `path` (HDF5, tweakops' own per-layer layout
+      `layers/<index:04d>/<j>` = `layer.get_weights()[j]`: not `Model.load_weights`' format)
+      and its layer list to `Path(path).with_suffix(".json")` (`attempt-3.weights.h5` ->
+      `attempt-3.weights.json`): {"attempt", "runtime", "epochs_trained", "layers": [{"name",
+      "class", "shapes": [[...], ...]}, ...]}. Both atomic. The metrics file gets "weights"
+      (the path) and "epochs_trained" (the epoch the latest fit's weights are at; the kept
+      epoch after a time-cap stop).
+  TWEAKOPS_WARM_FROM=path     (a parent attempt's TWEAKOPS_WEIGHTS_OUT) on the script's first
+      fit, before training, the model (built from its first batch where it is not) takes every
+      parent layer that matches: same name and weight shapes; then, in model order, the next
+      unused parent layer of the same class and shapes (an inserted layer shifts the auto-made
+      names after it); then Net2Net-style widening: a Dense/Conv1-3D/BatchNormalization with
+      more units than its parent layer gets the parent's weights as the leading slice, and so
+      does the next layer's input axis (where it grew by exactly as much). Others start fresh.
+      Weights only: the optimizer state starts fresh. A missing or unreadable file, or a
+      failed load: one line and the model trains from scratch.
+  TWEAKOPS_WARM_EPOCHS=k      with WARM_FROM, when the model is the parent's (every layer
+      matched as it is, none of the parent's left over): fit gets initial_epoch=k and trains
+      the epochs after k (the metrics' epochs start at k+1); a script asking for <= k epochs
+      trains one more (its last).
+      Metrics: "warm_start": {"from", "layers", "of", "widened", "initial_epoch"}.
+      A BackupAndRestore checkpoint (a restarted attempt) still wins: it replaces the loaded
+      weights and the epoch.
+  TWEAKOPS_DEADLINE=unix time (read when each fit starts) no epoch starts that the median
+      epoch so far says would end past it, and a batch ending past it stops the fit at once
+      (that epoch's record gets "cut": true). A stopped fit gets back the weights of its best
+      whole epoch (val accuracy, else training accuracy; the first of equals), so the script's
+      evaluate sees them. Metrics: "stopped_at_deadline": true, "kept_epoch": n.
 
 What the harness adds must never be the reason a script fails: an unbuilt model
 (a `Sequential()` filled by `model.add` with no input shape, a subclassed
@@ -33,7 +66,8 @@ Runtimes (TWEAKOPS_RUNTIME, from detect_type.py's MODEL_RUNTIME):
 
 Build check (TWEAKOPS_BUILD_CHECK=1): the script runs up to its first `fit`, which
 trains one step and stops the script: exit 0 and `tweakops: build check passed` when
-the model builds, the script's own error otherwise. A few seconds, no training.
+the model builds, the script's own error otherwise. A few seconds, no training, no warm
+start, no weights written.
 
 A script that fails on a missing module or on a download (no network here) ends with
 one `tweakops: error: ...` line naming the module or the URL and what to do.
@@ -58,10 +92,12 @@ import os
 import random
 import re
 import runpy
+import statistics
 import sys
 import threading
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 ENV = os.environ
@@ -76,9 +112,11 @@ ATTEMPT = int(ENV.get("TWEAKOPS_ATTEMPT", "0"))
 HOPELESS_MARGIN = float(ENV.get("TWEAKOPS_HOPELESS_MARGIN", "0.25"))  # val accuracy gap that stops an attempt
 HOPELESS_FROM_EPOCH = int(ENV.get("TWEAKOPS_HOPELESS_FROM_EPOCH", "2"))  # never judge before this epoch
 RUNTIME = ENV.get("TWEAKOPS_RUNTIME") or ("sklearn" if FRAMEWORK == "sklearn" else "keras3")
+WEIGHTS_OUT = ENV.get("TWEAKOPS_WEIGHTS_OUT")              # the trained weights (+ their layer list)
+WARM_FROM = ENV.get("TWEAKOPS_WARM_FROM")                  # a parent attempt's WEIGHTS_OUT
 BUILD_CHECK = ENV.get("TWEAKOPS_BUILD_CHECK", "") not in ("", "0")
 if BUILD_CHECK:  # a check of a candidate, not an attempt: it leaves no state behind
-    METRICS = HEARTBEAT = RESULT = CHECKPOINT_DIR = None
+    METRICS = HEARTBEAT = RESULT = CHECKPOINT_DIR = WEIGHTS_OUT = WARM_FROM = None
 HEARTBEAT_EVERY = 2.0  # seconds between heartbeat writes
 
 
@@ -123,17 +161,28 @@ class Metrics:
             if acc is not None:
                 return acc, "evaluate"
         if self.data["epochs"]:
-            last = self.data["epochs"][-1]
+            last = self.kept_record()
             acc = _accuracy_of(last, prefix="val_")
             if acc is not None:
                 return acc, "val_accuracy"
         if self.data["scores"]:
             return self.data["scores"][-1], "score"
         if self.data["epochs"]:
-            acc = _accuracy_of(self.data["epochs"][-1], prefix="")
+            acc = _accuracy_of(self.kept_record(), prefix="")
             if acc is not None:
                 return acc, "training_accuracy"
         return None, None
+
+    def kept_record(self) -> dict:
+        """The last epoch, or the one the time cap kept (its weights are the model's)."""
+        epochs = self.data["epochs"]
+        kept = self.data.get("kept_epoch")
+        if kept:
+            fit = epochs[-1].get("fit", 0)
+            for record in reversed(epochs):
+                if record.get("fit", 0) == fit and record.get("epoch") == kept:
+                    return record
+        return epochs[-1]
 
 
 def _accuracy_of(logs: dict, prefix: str):
@@ -145,6 +194,17 @@ def _accuracy_of(logs: dict, prefix: str):
 
 
 METRICS_FILE = Metrics()
+
+
+def output_units(model) -> int | None:
+    """The width of a Keras model's (first) output: its classes for a classifier."""
+    try:
+        outputs = getattr(model, "outputs", None)
+        shape = outputs[0].shape if outputs else model.output_shape
+        units = shape[-1]
+        return int(units) if units else None
+    except Exception:  # noqa: BLE001 - subclassed models may not say
+        return None
 
 
 def beat(epoch: int = 0, batch: int = 0) -> None:
@@ -163,6 +223,187 @@ def _reference_curve() -> list:
         return [_accuracy_of(e, "val_") for e in json.loads(Path(REFERENCE).read_text()).get("epochs", [])]
     except (OSError, ValueError):
         return []
+
+
+# ---------------------------------------------------------------------------
+# Weights: what an attempt leaves for the next one to start from
+
+TRAINED = {"model": None, "epoch": 0}   # the model of the latest fit, and the epoch its weights are at
+
+
+def layers_file(weights: str | Path) -> Path:
+    """The layer list beside a weights file: `attempt-3.weights.h5` -> `attempt-3.weights.json`."""
+    return Path(weights).with_suffix(".json")
+
+
+def layer_table(model) -> list:
+    """Per layer of the model, in model order: name, class, the shapes of its weights."""
+    return [{"name": layer.name, "class": type(layer).__name__,
+             "shapes": [[int(d) for d in w.shape] for w in layer.weights]} for layer in model.layers]
+
+
+def save_weights(model, path: str, epochs: int) -> None:
+    """The weights of each layer (`layer.get_weights()`) in an HDF5 file of tweakops' own
+    layout, `layers/<index:04d>/<j>`, and the layer list as JSON beside it. Per layer, not
+    `Model.save_weights`: a warm start matches layers across two architectures, and Keras 3's
+    and tf_keras' files key their weights differently. Atomic, both files."""
+    import h5py
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.weights.h5")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["tweakops_layers"] = 1
+            for i, layer in enumerate(model.layers):
+                group = f.create_group(f"layers/{i:04d}")
+                group.attrs["name"], group.attrs["class"] = layer.name, type(layer).__name__
+                for j, array in enumerate(layer.get_weights()):
+                    group.create_dataset(str(j), data=array)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _write_json(str(layers_file(target)), {"attempt": ATTEMPT, "runtime": RUNTIME, "epochs_trained": epochs,
+                                           "layers": layer_table(model)})
+
+
+def save_trained() -> None:
+    """TWEAKOPS_WEIGHTS_OUT: the latest fit's model, after each fit and at the end of the
+    script. Never the reason an attempt fails: one line and the attempt goes on."""
+    model = TRAINED["model"]
+    if not WEIGHTS_OUT or model is None:
+        return
+    try:
+        save_weights(model, WEIGHTS_OUT, TRAINED["epoch"])
+    except Exception as exc:  # noqa: BLE001
+        note(f"the trained weights were not saved to {WEIGHTS_OUT}: {_one_line(exc)}")
+        return
+    METRICS_FILE.data["weights"] = WEIGHTS_OUT
+    METRICS_FILE.data["epochs_trained"] = TRAINED["epoch"]
+    METRICS_FILE.save()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+# Classes whose weights index units independently along each axis, (..., inputs, units) for a
+# kernel: a wider one takes its parent's weights as its leading slice (Net2Net-style).
+WIDENABLE = {"Dense", "Conv1D", "Conv2D", "Conv3D", "BatchNormalization"}
+
+
+def _widening(parent: dict, child: dict, grown_in):
+    """How many units `child` has over `parent` when it is `parent` widened, else None.
+
+    grown_in: the units the layer before it gained (0 when it matched as it is, None when
+    it starts fresh). A kernel's input axis must have grown by exactly that much (a Dense
+    after a Flatten of wider filters grows by more: its rows would not line up), its other
+    axes but the units must be equal; a layer of 1-D weights only (BatchNormalization)
+    grows with its input."""
+    if grown_in is None or child["class"] not in WIDENABLE or parent["class"] != child["class"] \
+            or len(parent["shapes"]) != len(child["shapes"]):
+        return None
+    pairs = list(zip(parent["shapes"], child["shapes"]))
+    if any(len(p) != len(c) or any(a > b for a, b in zip(p, c)) for p, c in pairs):
+        return None
+    kernels = [(p, c) for p, c in pairs if len(c) >= 2]
+    grown = kernels[0][1][-1] - kernels[0][0][-1] if kernels else grown_in
+    for p, c in pairs:
+        if len(c) >= 2 and (p[:-2] != c[:-2] or c[-2] - p[-2] != grown_in or c[-1] - p[-1] != grown):
+            return None
+        if len(c) == 1 and c[0] - p[0] != grown:
+            return None
+    return grown if (grown or grown_in) else None
+
+
+def match_layers(child: list, parent: list) -> dict:
+    """{child layer index: (parent layer index, "same" or "widened")} for the layers with
+    weights: same name and shapes first; then, in model order, the next unused parent layer
+    of the same class and shapes (an inserted layer shifts the auto-generated names of those
+    after it); then a wider layer takes a narrower parent's weights (WIDENABLE)."""
+    pairs, used, names = {}, set(), {}
+    for i, layer in enumerate(parent):
+        if layer["shapes"]:
+            names.setdefault(layer["name"], i)
+
+    def same(c, p):
+        return c["class"] == p["class"] and c["shapes"] == p["shapes"]
+
+    for ci, c in enumerate(child):
+        pi = names.get(c["name"])
+        if c["shapes"] and pi is not None and same(c, parent[pi]):
+            pairs[ci] = (pi, "same")
+            used.add(pi)
+    for ci, c in enumerate(child):
+        if c["shapes"] and ci not in pairs:
+            pi = next((i for i, p in enumerate(parent) if i not in used and p["shapes"] and same(c, p)), None)
+            if pi is not None:
+                pairs[ci] = (pi, "same")
+                used.add(pi)
+    grown = 0
+    for ci, c in enumerate(child):
+        if not c["shapes"]:
+            continue
+        if ci in pairs:
+            grown = 0
+            continue
+        candidates = [names.get(c["name"])] + [i for i, p in enumerate(parent) if p["class"] == c["class"]]
+        pi = next((i for i in candidates if i is not None and i not in used
+                   and _widening(parent[i], c, grown) is not None), None)
+        grown = None if pi is None else _widening(parent[pi], c, grown)
+        if pi is not None:
+            pairs[ci] = (pi, "widened")
+            used.add(pi)
+    return pairs
+
+
+def load_warm(model, path: str) -> dict:
+    """Load into `model` (built) every layer of the weights file at `path` that matches
+    (match_layers); the others keep their fresh initialisation. All or nothing: on an error
+    the model gets its fresh weights back and the error is raised."""
+    import h5py
+
+    parent_info = json.loads(layers_file(path).read_text())
+    parent = parent_info["layers"]
+    child = layer_table(model)
+    pairs = match_layers(child, parent)
+    loaded = {}
+    with h5py.File(path, "r") as f:
+        for ci, (pi, how) in pairs.items():
+            arrays = [f[f"layers/{pi:04d}/{j}"][()] for j in range(len(parent[pi]["shapes"]))]
+            if [list(a.shape) for a in arrays] != parent[pi]["shapes"]:
+                raise ValueError(f"the weights of layer {parent[pi]['name']} do not have the shapes its list gives")
+            if how == "widened":
+                fresh = model.layers[ci].get_weights()
+                for w, a in zip(fresh, arrays):
+                    w[tuple(slice(0, n) for n in a.shape)] = a
+                arrays = fresh
+            loaded[ci] = arrays
+    before = model.get_weights()
+    try:
+        for ci, arrays in loaded.items():
+            model.layers[ci].set_weights(arrays)
+    except Exception:
+        model.set_weights(before)
+        raise
+    weighted = [c for c in child if c["shapes"]]
+    widened = sum(how == "widened" for _, how in pairs.values())
+    return {"layers": len(pairs), "of": len(weighted), "widened": widened, "attempt": parent_info.get("attempt"),
+            "whole": bool(weighted) and len(pairs) == len(weighted) and not widened
+            and len(pairs) == sum(1 for p in parent if p["shapes"])}
+
+
+def _env_number(name: str, kind):
+    """An optional numeric variable; a malformed one is ignored with one line."""
+    text = ENV.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        note(f"{name}={text!r} is not a number; ignored")
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -365,9 +606,10 @@ def patch_keras() -> None:
     class Recorder(keras.callbacks.Callback):
         """Per-epoch metrics, heartbeat, and the hopeless-attempt stop."""
 
-        def __init__(self, fit_index: int):
+        def __init__(self, fit_index: int, warm_epoch: int = 0):
             super().__init__()
             self.fit_index = fit_index
+            self.warm_epoch = warm_epoch  # where a warm start continues: not a resume
             self.last_beat = 0.0
             self.epoch = 0
             self.began = False
@@ -376,14 +618,19 @@ def patch_keras() -> None:
             # Keras 3 knows here the epoch it restored (a fit killed after its last epoch
             # runs no epoch at all); Keras 2 tells it by the first epoch it runs
             initial = getattr(self.model, "_initial_epoch", 0) or 0
+            outputs = output_units(self.model)
+            if outputs:
+                METRICS_FILE.data["outputs"] = outputs   # the classes: what chance is (diagnose.py)
             if initial:
                 self.begin(initial)
+            TRAINED["epoch"] = initial or self.warm_epoch
             beat(initial)
 
         def begin(self, epoch: int) -> None:
             """Once per fit: epochs a resumed run will not redo stay, later ones go."""
             self.began = True
-            if epoch:
+            TRAINED["epoch"] = epoch
+            if epoch and epoch != self.warm_epoch:
                 METRICS_FILE.data["resumed_from_epoch"] = epoch
                 print(f"tweakops: resuming from the checkpoint at epoch {epoch}", flush=True)
             METRICS_FILE.data["epochs"] = [e for e in METRICS_FILE.data["epochs"]
@@ -406,6 +653,7 @@ def patch_keras() -> None:
             record.update({k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))})
             METRICS_FILE.data["epochs"].append(record)
             METRICS_FILE.save()
+            TRAINED["epoch"] = epoch + 1
             beat(epoch + 1)
             self._judge(epoch + 1, record)
 
@@ -428,7 +676,70 @@ def patch_keras() -> None:
             METRICS_FILE.data["evaluate"] = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
             METRICS_FILE.save()
 
+    class Deadline(keras.callbacks.Callback):
+        """The time cap (TWEAKOPS_DEADLINE): no epoch starts that would end past it (the
+        median epoch so far tells), a batch that ends past it stops the fit at once, and a fit
+        stopped so gets back the weights of its best epoch (val accuracy, else training
+        accuracy; the last whole epoch without either), so the script's evaluate sees them."""
+
+        def __init__(self, at: float):
+            super().__init__()
+            self.at = at
+            self.times = []
+            self.best = None        # (epoch, accuracy or None, which, weights)
+            self.last = 0           # the last whole epoch
+            self.cut = False        # stopped inside an epoch
+            self.stopped = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.time()
+            self.last = epoch  # the whole epochs so far (a resumed or warm fit starts past 0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if not self.stopped and time.time() > self.at:
+                self.stopped = self.cut = True
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.time()
+            if self.cut:  # a part of an epoch: recorded, never kept
+                if METRICS_FILE.data["epochs"] and METRICS_FILE.data["epochs"][-1].get("epoch") == epoch + 1:
+                    METRICS_FILE.data["epochs"][-1]["cut"] = True
+                return
+            self.times.append(now - self.started)
+            self.last = epoch + 1
+            logs = logs or {}
+            which = "val_accuracy" if _accuracy_of(logs, "val_") is not None else "accuracy"
+            acc = _accuracy_of(logs, "val_") if which == "val_accuracy" else _accuracy_of(logs, "")
+            if self.best is None or acc is None or (self.best[1] is not None and acc > self.best[1]):
+                self.best = (epoch + 1, acc, which, self.model.get_weights())
+            if epoch + 1 < self.params.get("epochs", 0) and now + statistics.median(self.times) > self.at:
+                self.stopped = True
+                self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            if not self.stopped:
+                return
+            total = self.params.get("epochs", "?")
+            where = f"in epoch {self.last + 1} of {total}" if self.cut else f"after epoch {self.last} of {total}"
+            METRICS_FILE.data["stopped_at_deadline"] = True
+            if self.best is None:
+                note(f"stopped at the time cap (MAX_MINUTES) {where}, before an epoch finished")
+                TRAINED["epoch"] = self.last
+                METRICS_FILE.data.pop("kept_epoch", None)  # an earlier fit's: not this model's state
+                METRICS_FILE.save()
+                return
+            kept, acc, which, weights = self.best
+            if self.cut or kept != self.last:
+                self.model.set_weights(weights)
+            TRAINED["epoch"] = kept
+            METRICS_FILE.data["kept_epoch"] = kept
+            METRICS_FILE.save()
+            figure = f" ({which} {acc:.4f})" if acc is not None else ""
+            note(f"stopped at the time cap (MAX_MINUTES) {where}; kept epoch {kept}{figure}")
+
     SafeRecorder = guarded(Recorder, "metrics recording")
+    SafeDeadline = guarded(Deadline, "the time cap (TWEAKOPS_DEADLINE)")
     SafeEvaluateRecorder = guarded(EvaluateRecorder, "evaluate recording")
     SafeBackup = guarded(keras.callbacks.BackupAndRestore, "the checkpoint (BackupAndRestore)")
     backup_options = {}
@@ -439,9 +750,11 @@ def patch_keras() -> None:
     original_fit = keras.Model.fit
     original_evaluate = keras.Model.evaluate
 
-    def ensure_built(model, args, kwargs) -> str | None:
-        """Build an unbuilt model from its first batch; None, or why it could not be."""
-        if model.built or RUNTIME == "keras2":  # Keras 2 restores into an unbuilt model lazily
+    def ensure_built(model, args, kwargs, keras2: bool = False) -> str | None:
+        """Build an unbuilt model from its first batch; None, or why it could not be.
+        Keras 2 only when asked (keras2): its checkpoint restores into an unbuilt model
+        lazily, a warm start cannot."""
+        if model.built or (RUNTIME == "keras2" and not keras2):
             return None
         x = args[0] if args else kwargs.get("x")
         y = args[1] if len(args) > 1 else kwargs.get("y")
@@ -449,10 +762,52 @@ def patch_keras() -> None:
             batch = first_batch(x, y, kwargs.get("batch_size"))
             if batch is None:
                 return "its data is a Python generator, which cannot be peeked at before fit"
-            model._symbolic_build(data_batch=tuple(batch) if isinstance(batch, list) else batch)
+            if RUNTIME == "keras2":
+                model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            else:
+                model._symbolic_build(data_batch=tuple(batch) if isinstance(batch, list) else batch)
         except Exception as exc:  # noqa: BLE001
             return f"building it from the first batch failed ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         return None if model.built else "it is still unbuilt after a build from the first batch"
+
+    def warm_start(model, args, kwargs) -> int:
+        """TWEAKOPS_WARM_FROM on the script's first fit: the parent's matching layers, and
+        with TWEAKOPS_WARM_EPOCHS (the parent is this very model) the epoch to continue at.
+        Sets kwargs' initial_epoch; returns it (0: all epochs). Weights only: the optimizer
+        starts fresh. Any failure: one line, and the model trains from scratch."""
+        if not Path(WARM_FROM).is_file():
+            note(f"no warm start: {WARM_FROM} is missing; training from scratch")
+            return 0
+        why = ensure_built(model, args, kwargs, keras2=True)
+        if why:
+            note(f"no warm start: the model is not built before fit and {why}; training from scratch")
+            return 0
+        try:
+            got = load_warm(model, WARM_FROM)
+        except Exception as exc:  # noqa: BLE001
+            note(f"no warm start: loading {WARM_FROM} failed ({_one_line(exc)}); training from scratch")
+            return 0
+        warm_epochs = _env_number("TWEAKOPS_WARM_EPOCHS", int)
+        try:
+            epochs = int(kwargs.get("epochs", args[3] if len(args) > 3 else 1))
+        except (TypeError, ValueError):
+            epochs = None
+        initial, more = 0, ""
+        if got["whole"] and warm_epochs and warm_epochs > 0 and len(args) <= 11 and epochs:
+            initial = warm_epochs
+            if epochs <= initial:  # the parent trained as long already: one more epoch still measures this source
+                initial = max(0, epochs - 1)
+                more = f" (the script asks for {epochs} epochs and the parent trained {warm_epochs}: one more epoch)"
+            initial = max(initial, kwargs.get("initial_epoch") or 0)
+            kwargs["initial_epoch"] = initial
+        source = f"attempt {got['attempt']}'s weights" if got.get("attempt") else f"the weights of {WARM_FROM}"
+        widened = f" ({got['widened']} widened: their new units start fresh)" if got["widened"] else ""
+        then = f"continuing at epoch {initial}{more}" if initial else "training from epoch 1"
+        note(f"warm start from {source}: {got['layers']} of {got['of']} layers reused{widened}, {then}")
+        METRICS_FILE.data["warm_start"] = {"from": WARM_FROM, "layers": got["layers"], "of": got["of"],
+                                           "widened": got["widened"], "initial_epoch": initial}
+        METRICS_FILE.save()
+        return initial
 
     def fit(self, *args, **kwargs):
         if BUILD_CHECK:
@@ -464,6 +819,7 @@ def patch_keras() -> None:
         fit_index = fit_calls[0]
         fit_calls[0] += 1
         callbacks = list(kwargs.pop("callbacks", None) or [])
+        warm_epoch = warm_start(self, args, kwargs) if WARM_FROM and fit_index == 0 else 0
         if CHECKPOINT_DIR:
             why = ensure_built(self, args, kwargs)
             if why:
@@ -475,8 +831,14 @@ def patch_keras() -> None:
                 # during the script's evaluate then resumes with nothing to retrain
                 callbacks.append(SafeBackup(str(Path(CHECKPOINT_DIR) / f"fit-{fit_index}"), delete_checkpoint=False,
                                             **backup_options))
-        callbacks.append(SafeRecorder(fit_index))
-        return original_fit(self, *args, callbacks=callbacks, **kwargs)
+        callbacks.append(SafeRecorder(fit_index, warm_epoch))
+        deadline = _env_number("TWEAKOPS_DEADLINE", float)
+        if deadline:
+            callbacks.append(SafeDeadline(deadline))
+        TRAINED["model"] = self
+        history = original_fit(self, *args, callbacks=callbacks, **kwargs)
+        save_trained()
+        return history
 
     def evaluate(self, *args, **kwargs):
         if kwargs.get("_use_cached_eval_dataset"):  # fit's own validation pass
@@ -508,7 +870,19 @@ def patch_sklearn() -> None:
             METRICS_FILE.save()
         return value
 
+    def classes_seen(y_true, y_pred) -> None:
+        """How many classes the labels hold and how many the predictions do: a model
+        predicting one class is a regulariser far too strong (diagnose.py)."""
+        try:
+            METRICS_FILE.data["classes"] = int(len(np.unique(np.asarray(y_true))))
+            METRICS_FILE.data["predicted_classes"] = int(len(np.unique(np.asarray(y_pred))))
+        except Exception:  # noqa: BLE001 - multi-output or odd labels: say nothing
+            pass
+
     def accuracy_score(*args, **kwargs):
+        y_true = args[0] if args else kwargs.get("y_true")
+        y_pred = args[1] if len(args) > 1 else kwargs.get("y_pred")
+        classes_seen(y_true, y_pred)
         return record(original_accuracy(*args, **kwargs))
 
     def score(self, *args, **kwargs):
@@ -519,6 +893,15 @@ def patch_sklearn() -> None:
             inside.busy = False
         return record(value)
 
+    original_showwarning = warnings.showwarning
+
+    def showwarning(message, category, *args, **kwargs):
+        if getattr(category, "__name__", "") == "ConvergenceWarning":
+            METRICS_FILE.data["not_converged"] = True
+            METRICS_FILE.save()
+        return original_showwarning(message, category, *args, **kwargs)
+
+    warnings.showwarning = showwarning
     accuracy_score.__wrapped__ = original_accuracy
     sklearn.metrics.accuracy_score = accuracy_score
     sklearn.base.ClassifierMixin.score = score
@@ -589,6 +972,8 @@ def run(script: str) -> int:
         if why:
             print(f"tweakops: error: {why}", file=sys.stderr, flush=True)
         code = 1
+    if code == 0:
+        save_trained()  # the weights as the script leaves them
     METRICS_FILE.data["finished"] = code == 0
     METRICS_FILE.save()
     return code
