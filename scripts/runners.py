@@ -7,7 +7,9 @@ its exit code and stops it. What identifies a run is a small dict of run.env fie
 (`PID`/`PID_START`, or `CONTAINER`), so any process — train.py, the watchdog, make
 status — can ask about a run another one started.
 
-  local   a child process in its own session (the embedded default; no Docker needed)
+  local   a child process in its own session (the embedded default; no Docker needed);
+          with WARM_WORKER on, a child forked by a warm worker that imported the
+          runtime's frameworks once (scripts/worker.py), still in its own session
   docker  a container of the image for the model's type (docker/Dockerfile), named
           tweakops-<type>, through the docker CLI with argument lists (never a shell
           string made from values); see DockerRunner
@@ -28,8 +30,10 @@ starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -39,9 +43,16 @@ from pathlib import Path
 
 import runtimes
 import state
+import worker
 
 HARNESS = Path(__file__).resolve().parent / "harness.py"
 EXIT_KILLED = 137  # 128 + SIGKILL: what a killed run reports, like Docker does
+
+
+def weights_path(attempt: int) -> str:
+    """Relative path under STATE_DIR of attempt N's trained weights (the harness writes
+    them; a tweak of N warm-starts from them)."""
+    return f"weights/attempt-{attempt}.weights.h5"
 
 
 @dataclass
@@ -60,6 +71,9 @@ class Job:
     extra_env: dict = field(default_factory=dict)
     runtime: str = ""               # keras2, keras3, sklearn; "" = keras3 (Keras types) or sklearn
     requirements: Path | None = None  # the model repository's requirements.txt on the host
+    warm_from: Path | None = None   # the parent's weights file under state_dir (WARM_START)
+    warm_epochs: int | None = None  # continue at this epoch (an epochs-only tweak)
+    deadline: float | None = None   # unix time when MAX_MINUTES ends: the fit stops there
 
     @property
     def framework(self) -> str:
@@ -80,6 +94,7 @@ class Job:
             "result": f"results/attempt-{self.attempt}.json",
             "checkpoints": f"checkpoints/attempt-{self.attempt}",
             "heartbeat": "heartbeat",
+            "weights": weights_path(self.attempt),
         }[kind]
 
     def harness_env(self, state_root: str, data_dir: str | None) -> dict[str, str]:
@@ -102,6 +117,13 @@ class Job:
             env["TF_USE_LEGACY_KERAS"] = "1"  # tf.keras is tf_keras too (the harness points `import keras`)
         if self.reference is not None:
             env["TWEAKOPS_REFERENCE"] = f"{state_root}/{self.reference.relative_to(self.state_dir)}"
+        env["TWEAKOPS_WEIGHTS_OUT"] = f"{state_root}/{self.state_path('weights')}"
+        if self.warm_from is not None:
+            env["TWEAKOPS_WARM_FROM"] = f"{state_root}/{self.warm_from.relative_to(self.state_dir)}"
+            if self.warm_epochs:
+                env["TWEAKOPS_WARM_EPOCHS"] = str(self.warm_epochs)
+        if self.deadline is not None:
+            env["TWEAKOPS_DEADLINE"] = f"{self.deadline:.3f}"
         env.update(self.extra_env)
         return env
 
@@ -152,14 +174,41 @@ def process_start_time(pid: int) -> str | None:
 
 
 class LocalRunner(Runner):
-    """The harness as a child process of this machine, in its own session."""
+    """The harness as a child process of this machine, in its own session.
+
+    With WARM_WORKER on and a job in this interpreter (no job.requirements), the child is
+    forked by the warm worker for the job's runtime and environment (scripts/worker.py),
+    which imported TensorFlow/Keras (or scikit-learn) once: an attempt skips the 5-7 s
+    import. The child gets exactly env(job), leads its own session like a cold one, and
+    its exit code comes over the worker's connection. Any worker failure starts the
+    attempt cold (`python -u harness.py MODEL_FILE`, as without a worker) with one line.
+    """
 
     name = "local"
 
     def __init__(self, cfg: dict):
         super().__init__(cfg)
         self._children: dict[int, subprocess.Popen] = {}
+        self._attempts: dict[int, worker.Attempt] = {}   # forked by a warm worker for this runner
         self._results: dict[int, Path] = {}
+
+    def warm(self, job: Job) -> bool:
+        """Through a warm worker: only this interpreter's jobs (a derived environment's
+        python has other packages than the worker imported)."""
+        return bool(self.cfg.get("WARM_WORKER", True)) and job.requirements is None
+
+    def _submit(self, job: Job, env: dict[str, str], out_fd: int) -> worker.Attempt | None:
+        """The attempt forked by the warm worker, output to `out_fd`; None: start it cold."""
+        if not self.warm(job):
+            return None
+        try:
+            with open(os.devnull, "rb") as stdin:
+                return worker.submit(job.state_dir, sys.executable, [str(HARNESS), job.model_file],
+                                     job.checkout, env, (stdin.fileno(), out_fd, out_fd))
+        except worker.WorkerError as exc:
+            print(f"tweakops: warm worker unavailable ({exc}); starting the attempt cold",
+                  file=sys.stderr, flush=True)
+            return None
 
     def python(self, job: Job) -> str:
         """This interpreter (the .venv), or the derived environment's with job.requirements."""
@@ -180,6 +229,15 @@ class LocalRunner(Runner):
     def run_sync(self, job: Job, extra_env: dict, timeout: float) -> tuple[int, str]:
         python = self.python(job)
         env = self.env(job, extra_env)
+        if self.warm(job):
+            out_r, out_w = os.pipe()
+            try:
+                attempt = self._submit(job, env, out_w)
+            finally:
+                os.close(out_w)
+            if attempt is not None:
+                return self._collect(job, attempt, out_r, timeout)
+            os.close(out_r)
         proc = subprocess.Popen([python, "-u", str(HARNESS), job.model_file], cwd=job.checkout, env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -192,18 +250,65 @@ class LocalRunner(Runner):
         code = proc.returncode
         return (128 - code if code < 0 else code), out.decode(errors="replace")
 
+    def _collect(self, job: Job, attempt: worker.Attempt, out_r: int, timeout: float) -> tuple[int, str]:
+        """run_sync through a worker: read the child's output until it ends, kill its
+        process group past `timeout` seconds (from the moment it was forked)."""
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        killed = False
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    killed = True
+                    break
+                if select.select([out_r], [], [], left)[0]:
+                    chunk = os.read(out_r, 65536)
+                    if not chunk:
+                        break  # every writer closed it: the run has ended (or closed its output)
+                    chunks.append(chunk)
+            code = None if killed else attempt.wait(max(0.0, deadline - time.monotonic()))
+            if code is None and not attempt.lost:
+                killed = True
+            if killed:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(attempt.pid, signal.SIGKILL)
+                while select.select([out_r], [], [], 5)[0]:
+                    chunk = os.read(out_r, 65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                attempt.wait(5)  # reaped by the worker
+        finally:
+            os.close(out_r)
+            attempt.close()
+        out = b"".join(chunks).decode(errors="replace")
+        if killed:
+            return EXIT_KILLED, out + f"\ntweakops: killed after {timeout:.0f}s\n"
+        if code is None:  # the worker died under it: the harness's record, if it wrote one
+            code = read_result(job.state_dir / job.state_path("result"))
+            return (EXIT_KILLED if code is None else code), out
+        return code, out
+
     def start(self, job: Job) -> dict[str, str]:
         job.log.parent.mkdir(parents=True, exist_ok=True)
         python = self.python(job)
         env = self.env(job)
         with open(job.log, "ab") as log:
-            proc = subprocess.Popen(
-                [python, "-u", str(HARNESS), job.model_file],
-                cwd=job.checkout, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
-        self._children[proc.pid] = proc
-        self._results[proc.pid] = job.state_dir / job.state_path("result")
-        return {"PID": str(proc.pid), "PID_START": process_start_time(proc.pid) or ""}
+            attempt = self._submit(job, env, log.fileno())
+            if attempt is None:
+                proc = subprocess.Popen(
+                    [python, "-u", str(HARNESS), job.model_file],
+                    cwd=job.checkout, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True)
+        if attempt is not None:
+            pid = attempt.pid
+            self._attempts[pid] = attempt
+        else:
+            pid = proc.pid
+            self._children[pid] = proc
+        self._results[pid] = job.state_dir / job.state_path("result")
+        return {"PID": str(pid), "PID_START": process_start_time(pid) or ""}
 
     def alive(self, fields: dict[str, str]) -> bool:
         pid = int(fields.get("PID") or 0)
@@ -212,6 +317,12 @@ class LocalRunner(Runner):
         child = self._children.get(pid)
         if child is not None:
             return child.poll() is None
+        attempt = self._attempts.get(pid)
+        if attempt is not None:
+            if attempt.poll() is not None:
+                return False
+            if not attempt.lost:
+                return True  # its worker has not said it ended
         started = process_start_time(pid)
         return started is not None and started == fields.get("PID_START")
 
@@ -221,10 +332,16 @@ class LocalRunner(Runner):
         if child is not None:
             code = child.wait()
             return EXIT_KILLED if code < 0 and -code == signal.SIGKILL else (128 - code if code < 0 else code)
+        attempt = self._attempts.get(pid)
+        if attempt is not None:
+            code = attempt.wait()  # its worker says how it ended
+            if code is not None:
+                return code
         while self.alive(fields):
             time.sleep(poll)
-        # not our child: the harness's own record, else it was killed before writing one
-        result = fields.get("RESULT")
+        # not our child (or its worker died): the harness's own record, else it was
+        # killed before writing one
+        result = fields.get("RESULT") or (str(self._results[pid]) if pid in self._results else "")
         code = read_result(Path(result)) if result else None
         return EXIT_KILLED if code is None else code
 

@@ -21,6 +21,10 @@ sys.path.insert(0, str(SCRIPTS))
 
 import state  # noqa: E402
 
+# every test's STATE_DIR gets its own warm worker (scripts/worker.py, ~260 MB for Keras):
+# let them go after 20 s idle instead of 300, so a suite run holds a few, not dozens
+os.environ.setdefault("TWEAKOPS_WORKER_IDLE", "20")
+
 
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory) -> Path:
