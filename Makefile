@@ -81,9 +81,14 @@ pipeline: setup data remote
 .PHONY: tweak
 tweak: setup
 	@$(PY) scripts/tweak.py
-## End of Job 4: commit the best source (one file, accuracy trailers) and push it to PUBLISH_BRANCH
+## Before publish: retrain a warm-started best source from scratch (CONFIRM=1), for an honest figure
+.PHONY: confirm
+confirm: setup
+	@$(PY) scripts/confirm.py
+## End of Job 4: confirm, then commit the best source (one file, accuracy trailers) and push it to PUBLISH_BRANCH
 .PHONY: publish
 publish: setup
+	@$(PY) scripts/confirm.py
 	@$(PY) scripts/publish.py
 
 ## Job 5: tell the developer (SMTP e-mail, webhook; always a copy in STATE_DIR/notifications/)

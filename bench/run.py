@@ -133,17 +133,23 @@ def run_tweakops(name, data_dir, seed, max_trials, cap, work: Path) -> dict:
     state_dir = work / "state"
     seen: dict[int, float] = {}  # attempt -> seconds since start when its history line appeared
 
+    def searched(records):
+        """The search's trained attempts: not the build-failed candidates (attempt null, no
+        training) nor the confirmation run publish makes after the search (confirm.py)."""
+        return [r for r in records if isinstance(r.get("attempt"), int) and r.get("confirms") is None]
+
     def watch(started):
-        for record in read_jsonl(state_dir / "history.jsonl"):
+        for record in searched(read_jsonl(state_dir / "history.jsonl")):
             seen.setdefault(record["attempt"], round(time.time() - started, 3))
 
     wall, killed = run_group([PYTHON, "-u", str(SCRIPTS / "pipeline.py")], env, cap, work / "run.log", watch)
-    history = read_jsonl(state_dir / "history.jsonl")
+    history = searched(read_jsonl(state_dir / "history.jsonl"))
     trace, attempts = [], []
     epochs_total = 0
-    for metrics_file in sorted((state_dir / "metrics").glob("attempt-*.json")):
+    for record in history:
         try:
-            epochs_total += len(json.loads(metrics_file.read_text()).get("epochs", []))
+            epochs_total += len(json.loads((state_dir / "metrics" / f"attempt-{record['attempt']}.json")
+                                           .read_text()).get("epochs", []))
         except (OSError, ValueError):
             pass
     previous_end = 0.0

@@ -10,7 +10,8 @@ always preferred to a training one; percentages become fractions.
 Then the attempt is booked: its history line gets the accuracy and an outcome —
 `baseline` (the first of a run), `kept` (better than the best: the source is copied
 to STATE_DIR/best/), `reverted` (not better: the checkout goes back to the best
-source) or `stopped-early` (the harness stopped a hopeless attempt).
+source), `stopped-early` (the harness stopped a hopeless attempt) or `confirmation` (a
+from-scratch retraining of a warm-started best, scripts/confirm.py: it changes no best).
 
 Reads:  run.env (ATTEMPT, METRICS, LOG), TARGET_ACCURACY, history.jsonl
 Writes: run.env ACCURACY, ACCURACY_SOURCE, BEST_ACCURACY, BEST_ATTEMPT; history; best/
@@ -93,6 +94,13 @@ def book(cfg: dict, run: dict, attempt: int, accuracy: float | None, stopped_ear
     best = best_dir / checkout.name
     best_accuracy = float(run["BEST_ACCURACY"]) if run.get("BEST_ACCURACY") else None
     same_run_best = best.exists() and best_accuracy is not None
+    if record.get("confirms") is not None:
+        # a from-scratch retraining of a warm-started best: it says what the published
+        # source gives as the user will run it; it never changes the best
+        state.update_history(cfg, attempt, accuracy=accuracy,
+                             outcome="failed" if record["outcome"] == "failed" else "confirmation")
+        record.update(accuracy=accuracy, outcome="confirmation")
+        return record
     if record["outcome"] == "failed":
         outcome = "failed"
     elif not same_run_best:

@@ -140,7 +140,9 @@ def loop(cfg: dict, resuming: bool, started: float) -> int:
         state.info("the attempt was killed: make watchdog restarts it from its checkpoint and carries on")
         return code
     if code in (state.EXIT_OK, state.EXIT_BELOW_TARGET):
-        publish_code = stage("publish")
+        publish_code = stage("confirm")   # a warm-started best is retrained from scratch first
+        if publish_code == state.EXIT_OK:
+            publish_code = stage("publish")
         if publish_code != state.EXIT_OK:
             code = publish_code
     for name in ("report", "notify"):

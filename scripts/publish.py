@@ -50,6 +50,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import confirm
 import state
 
 TRAILER_PREFIX = "Tweakops-"
@@ -109,8 +110,29 @@ def baseline_accuracy(history: list[dict], chain: list[dict]) -> float | None:
     return None
 
 
+def published_accuracy(history: list[dict], chain: list[dict], best_acc: float,
+                       best_attempt: int) -> tuple[float, str | None]:
+    """The accuracy the trailer carries, and a line on where it comes from: the
+    from-scratch confirmation of a warm-started best (confirm.py), else the best's own,
+    said plainly when that one was warm-started."""
+    best = chain[-1] if chain else {}
+    if best.get("warm_from") is None:
+        return best_acc, None
+    done = confirm.confirmation_of(history, best_attempt)
+    if done is not None and isinstance(done.get("accuracy"), (int, float)):
+        return float(done["accuracy"]), (
+            f"Trained from scratch (attempt {done['attempt']}): {done['accuracy']:.4f}; the search's "
+            f"attempt {best_attempt}, warm-started from attempt {best['warm_from']}'s weights, gave "
+            f"{best_acc:.4f} ({float(done['accuracy']) - best_acc:+.4f})")
+    return best_acc, (f"Warm-started: attempt {best_attempt} trained from attempt {best['warm_from']}'s "
+                      f"weights; trained from scratch its accuracy may differ (not confirmed: CONFIRM=0 "
+                      f"or the confirmation did not run)")
+
+
 def message(cfg: dict, run: dict, history: list[dict], chain: list[dict], base_acc: float | None,
             best_acc: float, best_attempt: int, source_hash: str) -> str:
+    search_acc = best_acc
+    best_acc, origin = published_accuracy(history, chain, best_acc, best_attempt)
     tweaks = [r for r in chain if r.get("outcome") != "baseline"]
     labels = [str(r.get("tweak") or "tweak") for r in tweaks] or ["tweaked source"]
     shown = ", ".join(labels)
@@ -128,6 +150,8 @@ def message(cfg: dict, run: dict, history: list[dict], chain: list[dict], base_a
         step = f"{previous:.4f} → {acc:.4f}" if previous is not None and acc is not None else (
             f"{acc:.4f}" if acc is not None else "")
         lines.append(f"- attempt {record.get('attempt')}: {record.get('tweak')}" + (f" ({step})" if step else ""))
+        if record.get("why"):
+            lines.append(f"  why: {record['why']}")
         previous = acc if acc is not None else previous
     if not tweaks:
         lines.append(f"- attempt {best_attempt}")
@@ -138,7 +162,8 @@ def message(cfg: dict, run: dict, history: list[dict], chain: list[dict], base_a
     verdict = "met" if best_acc >= target else "not reached"
     lines += [
         "",
-        f"Accuracy: {'' if base_acc is None else f'{base_acc:.4f} → '}{best_acc:.4f} (attempt {best_attempt})",
+        f"Accuracy: {'' if base_acc is None else f'{base_acc:.4f} → '}{search_acc:.4f} (attempt {best_attempt})",
+        *([origin] if origin else []),
         f"Target:   {target:.2f} ({verdict})",
         f"Attempts: {len(history)} ({counts})",
         f"Based on: {run['COMMIT'][:12]}",

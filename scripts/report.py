@@ -147,13 +147,25 @@ def headline(cfg: dict, run: dict, records: list[dict]) -> list[tuple[str, str]]
     ]
 
 
-TABLE_HEADERS = ["attempt", "tweak", "accuracy", "Δ vs best", "time", "outcome", "restarts"]
+TABLE_HEADERS = ["attempt", "tweak", "accuracy", "Δ vs best", "time", "outcome", "restarts", "why"]
 
 
 def table_cells(r: dict) -> list[str]:
     """One attempt as the report's table shows it (the terminal summary too)."""
     return ["—" if r.get("attempt") is None else str(r["attempt"]), r.get("tweak", ""), fmt(r.get("accuracy")), fmt(r["delta"], "+.4f"),
-            f"{r.get('duration') or 0:.0f}s", r.get("outcome", ""), str(r.get("restarts", 0))]
+            f"{r.get('duration') or 0:.0f}s", r.get("outcome", ""), str(r.get("restarts", 0)),
+            why(r)]
+
+
+def why(r: dict) -> str:
+    """Why the attempt was made: the parent's diagnosis and the move (search.py), and
+    whether it started from the parent's weights."""
+    text = str(r.get("why") or "")
+    if r.get("warm_from") is not None:
+        text += f"{'; ' if text else ''}warm-started from attempt {r['warm_from']}"
+    if r.get("confirms") is not None:
+        text = f"from-scratch retraining of attempt {r['confirms']}"
+    return text
 
 
 def markdown(head, table_rows, best_diff: str) -> str:
@@ -193,7 +205,7 @@ def page(head, table_rows, png: bytes) -> str:
     parts.append("</table>")
     parts.append(f'<img alt="accuracy per attempt" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
     parts.append("<h2>Attempts</h2><table><tr><th>attempt</th><th>tweak</th><th>accuracy</th><th>Δ vs best</th>"
-                 "<th>time</th><th>outcome</th><th>restarts</th><th>log</th></tr>")
+                 "<th>time</th><th>outcome</th><th>restarts</th><th>why</th><th>log</th></tr>")
     for r in table_rows:
         cells = [f"<td>{e(cell)}</td>" for cell in table_cells(r)]
         cells[5] = f"<td class='{e(r.get('outcome', ''))}'>{e(r.get('outcome', ''))}</td>"

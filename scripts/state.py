@@ -66,7 +66,8 @@ DEFAULTS: dict[str, object] = {
     "GPUS": "",                         # docker --gpus value ("all") on GPU agents
     "TF_CPP_MIN_LOG_LEVEL": "2",        # quiet TensorFlow's C++ log (never the script's output)
     "WARM_WORKER": True,                # local runner: attempts fork from a worker that imported TensorFlow once
-    "WARM_START": True,                 # a tweak starts from its parent's trained weights where they fit
+    "WARM_START": True,                 # "train longer" continues from the parent's weights instead of epoch 0
+    "WARM_LAYERS": False,               # an architecture change starts from the parent's matching layers too
     "CONFIRM": True,                    # retrain a warm-started winner from scratch before publishing it
     # the tweak loop
     "BUILD_CHECK": True,                # run each tweak up to its first fit (one step) before training it

@@ -23,6 +23,7 @@ Exit:   0 trained; 2 bad input (data, state); 3 a tweak failed and was reverted;
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import difflib
 import os
 import shutil
@@ -30,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import diagnose
 import jobs
 import runners
 import state
@@ -105,10 +107,54 @@ def reuse(cfg: dict, run: dict, attempt: int, tweak: str, source: str, cached: d
     return state.EXIT_OK
 
 
+def parent_of(run: dict) -> int | None:
+    """The attempt a tweak starts from: TWEAK_PARENT (a round's candidates share one),
+    else the best so far."""
+    for key in ("TWEAK_PARENT", "BEST_ATTEMPT"):
+        if str(run.get(key) or "").isdigit():
+            return int(run[key])
+    return None
+
+
+def warm_start(cfg: dict, run: dict, tweaked: bool) -> tuple[Path | None, int | None]:
+    """The parent's trained weights a tweak starts from, and the epoch to continue at.
+
+    WARM_START: an epochs-only tweak continues from the parent's weights at the epoch the
+    parent reached (the same model trained longer: only the new epochs are trained).
+    WARM_LAYERS: an architecture change starts from the parent's matching layers too;
+    faster, but its accuracy then owes something to the parent's training, so the
+    winner is retrained from scratch before publishing (confirm.py). Off by default:
+    measured on the benchmark's mlp_digits, a source found that way gave 0.91
+    warm-started and 0.55 from scratch. (None, None): a fresh start."""
+    parent = parent_of(run)
+    if not cfg["WARM_START"] or not tweaked or parent is None:
+        return None, None
+    sd = state.state_dir(cfg)
+    weights = sd / runners.weights_path(parent)
+    if not weights.is_file():
+        return None, None
+    if (run.get("TWEAK_MOVE") or run.get("TWEAK_RULE")) not in ("epochs", "epochs:bold"):
+        return (weights if cfg["WARM_LAYERS"] else None), None
+    trained = diagnose.epochs_trained(diagnose.load(sd / f"metrics/attempt-{parent}.json"))
+    return weights, trained or None
+
+
+def deadline(cfg: dict, run: dict) -> float | None:
+    """When MAX_MINUTES ends (unix time): the harness stops a fit there, best epoch kept."""
+    try:
+        started = dt.datetime.fromisoformat(run["RUN_STARTED_AT"])
+    except (KeyError, ValueError):
+        return None
+    return started.timestamp() + cfg["MAX_MINUTES"] * 60
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resume", action="store_true", help="re-run the current attempt, resuming from its checkpoint")
     parser.add_argument("--force", action="store_true", help="train even when this source was trained before")
+    parser.add_argument("--confirm", type=int, metavar="N",
+                        help="retrain attempt N's source (the checkout holds it) from scratch: no warm start, "
+                             "no time cap; booked as its confirmation (scripts/confirm.py)")
     args = parser.parse_args(argv)
     cfg = state.config()
     run = state.read_run(cfg)
@@ -131,21 +177,29 @@ def main(argv=None) -> int:
         restarts = 0
     tweaked = run.get("STATUS") == "tweaked" or (args.resume and bool(run.get("TWEAK")))
     tweak = run.get("TWEAK", "") if tweaked else ""
+    confirms = args.confirm if args.confirm is not None else (
+        int(run["CONFIRMS"]) if args.resume and str(run.get("CONFIRMS") or "").isdigit() else None)
+    if confirms is not None:
+        tweaked, tweak = False, f"confirmation of attempt {confirms} (from scratch)"
 
     runner = runners.get(cfg["RUNNER"], cfg)
     best_path = best_source_path(cfg, model_file)
     best_attempt = run.get("BEST_ATTEMPT")
-    reference = sd / f"metrics/attempt-{best_attempt}.json" if best_attempt else None
+    # the hopeless-attempt stop compares with the best's curve; never for a confirmation
+    # (the best's curve may owe its height to a warm start)
+    reference = sd / f"metrics/attempt-{best_attempt}.json" if best_attempt and args.confirm is None else None
     job = jobs.job_for(cfg, run, attempt, reference if reference is not None and reference.exists() else None)
+    job.warm_from, job.warm_epochs = warm_start(cfg, run, tweaked)
+    job.deadline = deadline(cfg, run) if confirms is None else None
     if not args.resume:
         # a fresh attempt starts clean: no metrics, result or checkpoint of an earlier try
-        for rel in (job.state_path("metrics"), job.state_path("result")):
+        for rel in (job.state_path("metrics"), job.state_path("result"), runners.weights_path(attempt)):
             (sd / rel).unlink(missing_ok=True)
         shutil.rmtree(sd / job.state_path("checkpoints"), ignore_errors=True)
         job.log.unlink(missing_ok=True)
 
     source = state.read_source(source_path)
-    if not args.resume and not args.force:
+    if not args.resume and not args.force and confirms is None:
         cached = trained_before(cfg, state.source_hash(source))
         if cached is not None:
             return reuse(cfg, run, attempt, tweak, source, cached)
@@ -170,7 +224,8 @@ def main(argv=None) -> int:
         LOG=str(job.log), METRICS=str(sd / job.state_path("metrics")), EXIT_CODE=None,
         DURATION=None, ACCURACY=None, ACCURACY_SOURCE=None, RESTARTS=restarts, TWEAK=tweak or None,
         PID=fields.get("PID"), PID_START=fields.get("PID_START"), CONTAINER=fields.get("CONTAINER"),
-        RESULT=fields["RESULT"], FOLLOWER_PID=os.getpid(), FOLLOWER_PID_START=runners.process_start_time(os.getpid()))
+        RESULT=fields["RESULT"], FOLLOWER_PID=os.getpid(), FOLLOWER_PID_START=runners.process_start_time(os.getpid()),
+        CONFIRMS=confirms)
     if code is None:
         code = follow(job.log, offset, runner, fields)
     duration = round(time.time() - started, 1)
@@ -184,13 +239,24 @@ def main(argv=None) -> int:
         "attempt": attempt, "run": run.get("RUN_ID", ""), "commit": run.get("COMMIT", ""),
         "source_hash": state.source_hash(source), "tweak": tweak or "baseline",
         "rule": run.get("TWEAK_RULE", "") if tweak else "",
-        "parent": int(best_attempt) if best_attempt and tweak else None,
+        "parent": parent_of(run) if tweak else None,
         "diff": unified_diff(best_source, source, model_file) if best_source is not None else "",
         "accuracy": None, "duration": duration, "exit_code": code, "runner": runner.name,
         "outcome": "failed" if failed else "trained", "restarts": restarts,
         "log": f"logs/attempt-{attempt}.log", "metrics": job.state_path("metrics"),
         "started_at": run.get("STARTED_AT") if args.resume else state.now_iso(),
     }
+    if confirms is not None:
+        record.update(rule="confirm", parent=confirms, confirms=confirms, diff="")
+    elif tweak:   # why this change was made: the parent's diagnosis and the move (tweak.py)
+        record.update(move=run.get("TWEAK_MOVE") or record["rule"], why=run.get("TWEAK_WHY", ""),
+                      diagnosis=run.get("TWEAK_DIAGNOSIS", ""))
+    metrics = diagnose.load(sd / job.state_path("metrics"))
+    if metrics is not None and metrics.get("epochs"):
+        record["epochs"] = diagnose.epochs_trained(metrics)        # the epoch the model reached
+        record["epochs_run"] = len(metrics["epochs"])               # epochs this attempt trained
+    if job.warm_from is not None:
+        record["warm_from"] = parent_of(run)
     if code == runners.EXIT_KILLED:
         # killed from outside: leave the attempt open for the watchdog to restart
         state.update_run(cfg, STATUS="crashed", EXIT_CODE=code, DURATION=duration)
@@ -209,6 +275,9 @@ def main(argv=None) -> int:
     if tail:
         print(f"--- last lines of {job.log} ---\n{tail}\n---", file=sys.stderr)
     last = state.last_real_line(tail)
+    if confirms is not None:
+        raise state.TweakopsError(f"the confirmation of attempt {confirms} failed (exit {code}): {last}; "
+                                  f"log: {job.log}", state.EXIT_TRAINING_FAILED)
     if tweak and best_source is not None:
         state.atomic_write(source_path, best_source)
         state.update_run(cfg, STATUS="reverted", TWEAK=tweak)

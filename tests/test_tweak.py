@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+import rules
+import search
+import sourceedit
 import state
 import tweak
 
@@ -117,6 +120,16 @@ EXPECTED = {
         ['        layers.Dense(256, activation="relu"),  # hidden']),
     ('mlp', 'dropout'): ([],
         ['        layers.Dropout(0.3),']),
+    ('mlp_regularised', 'epochs'): (['model.fit(x_train, y_train, epochs=5)'],
+        ['model.fit(x_train, y_train, epochs=7)']),
+    ('mlp_regularised', 'dense_layer'): ([],
+        ['    layers.Dense(32, activation="relu"),']),
+    ('mlp_regularised', 'dense_units'): (['    layers.Dense(32, activation="relu", kernel_regularizer=regularizers.l2(0.01)),'],
+        ['    layers.Dense(64, activation="relu", kernel_regularizer=regularizers.l2(0.01)),']),
+    ('mlp_regularised', 'less_dropout'): (['DROPOUT = 0.5  # half the units off in every step'],
+        ['DROPOUT = 0.25  # half the units off in every step']),
+    ('mlp_regularised', 'l2'): (['    layers.Dense(32, activation="relu", kernel_regularizer=regularizers.l2(0.01)),'],
+        ['    layers.Dense(32, activation="relu", kernel_regularizer=regularizers.l2(0.001)),']),
     ('rnn_gru_functional', 'epochs'): (['model.fit(train_ds, epochs=4, validation_data=val_ds)'],
         ['model.fit(train_ds, epochs=6, validation_data=val_ds)']),
     ('rnn_gru_functional', 'units'): (['x = layers.GRU(units=24, name="gru")(inputs)'],
@@ -149,12 +162,16 @@ EXPECTED = {
         ['pipe = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=500))']),
     ('sklearn_mlp', 'max_iter'): (['net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 8), max_iter=50, random_state=0)'],
         ['net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 8), max_iter=250, random_state=0)']),
+    ('sklearn_mlp', 'alpha'): (['net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 8), max_iter=50, random_state=0)'],
+        ['net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 8), max_iter=50, random_state=0, alpha=1e-05)']),
     ('sklearn_mlp', 'hidden_layer_sizes'): (['HIDDEN = 16', 'net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 8), max_iter=50, random_state=0)'],
         ['HIDDEN = 32', 'net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 16), max_iter=50, random_state=0)']),
     ('sklearn_svc', 'C'): (['C = 0.5'],
         ['C = 5.0']),
     ('sklearn_svc', 'gamma'): (['GAMMA = 0.5  # far too large for these features'],
         ['GAMMA = "scale"  # far too large for these features']),
+    ('sklearn_svc', 'gamma_step'): (['GAMMA = 0.5  # far too large for these features'],
+        ['GAMMA = 0.05  # far too large for these features']),
     ('sklearn_tree', 'stronger_estimator'): (['clf = DecisionTreeClassifier(max_depth=5, random_state=0)  # a shallow tree'],
         ['from sklearn.ensemble import RandomForestClassifier', 'clf = RandomForestClassifier(max_depth=5, random_state=0)  # a shallow tree']),
     ('sklearn_tree', 'max_depth'): (['clf = DecisionTreeClassifier(max_depth=5, random_state=0)  # a shallow tree'],
@@ -254,12 +271,16 @@ INTENT = {
     "stack_rnn": lambda o, n: sum(n[0][c] for c in RNN) == sum(o[0][c] for c in RNN) + 1
     and sum(n[1][f"{c}.return_sequences"].count(True) for c in RNN) == 1,
     "bidirectional": lambda o, n: n[0]["Bidirectional"] == sum(o[0][c] for c in RNN),
+    "less_dropout": lambda o, n: n[1]["Dropout[0]"] == [x / 2 for x in o[1]["Dropout[0]"]],
+    "l2": lambda o, n: n[1]["l2[0]"] == [pytest.approx(x / 10) for x in o[1]["l2[0]"]],
     "stronger_estimator": lambda o, n: n[0]["DecisionTreeClassifier"] == o[0]["DecisionTreeClassifier"] - 1
     and n[0]["RandomForestClassifier"] == o[0]["RandomForestClassifier"] + 1,
     "n_estimators": _sk("n_estimators", lambda a, b: b == 2 * a),
     "max_depth": _sk("max_depth", lambda a, b: b == 2 * a),
     "C": _sk("C", lambda a, b: b == 10 * a),
     "gamma": _sk("gamma", lambda a, b: b == "scale"),
+    "gamma_step": _sk("gamma", lambda a, b: b == pytest.approx(a / 10)),
+    "alpha": _sk("alpha", lambda a, b: b == pytest.approx(a / 10)),
     "max_iter": _sk("max_iter", lambda a, b: b == 5 * a),
     "n_neighbors": _sk("n_neighbors", lambda a, b: b == 3),
     "knn_weights": _sk("weights", lambda a, b: b == "distance"),
@@ -283,7 +304,7 @@ def changed_lines(old: str, new: str) -> tuple[list[str], list[str]]:
 @pytest.mark.parametrize("name,rule_id", sorted(EXPECTED), ids=lambda x: x)
 def test_rule_changes_exactly_the_intended_lines(name, rule_id):
     old = fixture(name)
-    new = tweak.apply(rule_id, old, tweak.Context(counter=3))
+    new = rules.apply(rule_id, old, sourceedit.Context(counter=3))
     assert new is not None, f"{rule_id} did not apply to {name}"
     ast.parse(new)
     removed, added = EXPECTED[name, rule_id]
@@ -291,65 +312,65 @@ def test_rule_changes_exactly_the_intended_lines(name, rule_id):
     assert comments(new) == comments(old)
     assert INTENT[rule_id](facts(old), facts(new)), f"{rule_id} did not change what it should in {name}"
     # the label written to run.env/history leads back to the rule
-    assert tweak.rule_of({"tweak": tweak.attempt(rule_id, old, tweak.Context(3)).label}) == rule_id
+    assert search.rule_of({"tweak": rules.attempt(rule_id, old, sourceedit.Context(3)).label}) == rule_id
 
 
 NOT_APPLICABLE = sorted((name, r.id) for name in sorted(p.stem for p in FIXTURES.glob("*.py"))
-                        for r in tweak.rules_for(model_type(name)) if (name, r.id) not in EXPECTED)
+                        for r in rules.rules_for(model_type(name)) if (name, r.id) not in EXPECTED)
 
 
 @pytest.mark.parametrize("name,rule_id", NOT_APPLICABLE, ids=lambda x: x)
 def test_rule_that_does_not_apply_returns_none(name, rule_id):
-    assert tweak.apply(rule_id, fixture(name), tweak.Context(counter=3)) is None
+    assert rules.apply(rule_id, fixture(name), sourceedit.Context(counter=3)) is None
 
 
 def test_every_rule_is_exercised_by_a_fixture():
-    assert {r for _, r in EXPECTED} == set(tweak.REGISTRY)
+    assert {r for _, r in EXPECTED} == set(rules.REGISTRY)
 
 
 def test_every_model_type_has_rules_and_each_rule_a_label():
     for t in ("cnn", "rnn", "mlp", "sklearn"):
-        assert len(tweak.rules_for(t)) >= 4, t
-    for r in tweak.REGISTRY.values():
+        assert len(rules.rules_for(t)) >= 4, t
+    for r in rules.REGISTRY.values():
         assert r.label and r.doc and r.types, r.id
-    assert tweak.rules_for("torch") == []
-    first_words = [r.label.split()[0] for r in tweak.REGISTRY.values()]
+    assert rules.rules_for("torch") == []
+    first_words = [r.label.split()[0] for r in rules.REGISTRY.values()]
     assert len(first_words) == len(set(first_words)), "each rule's label must start with its own word"
 
 
 def test_new_layer_names_use_the_counter_and_stay_unique():
     source = fixture("cnn_add")
-    first = tweak.apply("batchnorm", source, tweak.Context(counter=7))
+    first = rules.apply("batchnorm", source, sourceedit.Context(counter=7))
     assert 'name="tweak_bn_7"' in first
     # the name is taken already: the next one gets a suffix instead of a clash
-    second = tweak.apply("conv_block", first, tweak.Context(counter=7))
+    second = rules.apply("conv_block", first, sourceedit.Context(counter=7))
     assert 'name="tweak_conv_7"' in second and 'name="tweak_pool_7"' in second
-    assert tweak.apply("batchnorm", second, tweak.Context(counter=7)).count('name="tweak_bn_7_2"') == 1
+    assert rules.apply("batchnorm", second, sourceedit.Context(counter=7)).count('name="tweak_bn_7_2"') == 1
 
 
 def test_layers_are_not_named_where_the_script_names_none():
     assert "name=" not in "".join(changed_lines(fixture("cnn_sequential"),
-                                                tweak.apply("conv_block", fixture("cnn_sequential")))[1])
+                                                rules.apply("conv_block", fixture("cnn_sequential")))[1])
 
 
 def test_a_result_that_does_not_compile_is_never_returned(monkeypatch):
-    monkeypatch.setattr(tweak.Script, "render", lambda self: self.source + "\ndef broken(:\n")
-    assert tweak.apply("epochs", fixture("mlp")) is None
+    monkeypatch.setattr(sourceedit.Script, "render", lambda self: self.source + "\ndef broken(:\n")
+    assert rules.apply("epochs", fixture("mlp")) is None
 
 
 def test_an_unparsable_source_is_not_applicable():
-    assert tweak.apply("epochs", "model.fit(x, epochs=(\n") is None
+    assert rules.apply("epochs", "model.fit(x, epochs=(\n") is None
 
 
 def test_an_unknown_rule_is_a_clear_error():
     with pytest.raises(state.TweakopsError, match="unknown tweak rule 'nope'"):
-        tweak.apply("nope", fixture("mlp"))
+        rules.apply("nope", fixture("mlp"))
 
 
 def test_rules_compose_on_the_same_source():
     source = fixture("rnn_lstm")
     for rule_id in ("stack_rnn", "bidirectional", "units", "epochs"):
-        source = tweak.apply(rule_id, source, tweak.Context(1))
+        source = rules.apply(rule_id, source, sourceedit.Context(1))
         assert source is not None, rule_id
     counts, values = facts(source)
     assert counts["Bidirectional"] == 2 and counts["LSTM"] == 2
@@ -361,7 +382,7 @@ def test_rules_compose_on_the_same_source():
 
 def record(attempt, rule_id=None, outcome="reverted", accuracy=None, parent=1, source=None, label=None):
     r = {"attempt": attempt, "outcome": outcome, "accuracy": accuracy, "parent": parent,
-         "tweak": label if label is not None else (tweak.REGISTRY[rule_id].label if rule_id else ""),
+         "tweak": label if label is not None else (rules.REGISTRY[rule_id].label if rule_id else ""),
          "rule": rule_id or ""}
     if source is not None:
         r["source_hash"] = state.source_hash(source)
@@ -372,18 +393,23 @@ def baseline(source, accuracy=0.5):
     return record(1, outcome="baseline", accuracy=accuracy, parent=None, source=source)
 
 
-def test_chooser_takes_the_registry_order_on_an_empty_history():
+def propose(source, model_type, history, parent, metrics=None):
+    found = search.propose(source, model_type, history, parent, metrics, 0.8, counter=1)
+    return found[0] if found else None
+
+
+def test_without_a_diagnosis_the_chooser_takes_the_registry_order():
     source = fixture("cnn_sequential")
-    choice = tweak.choose(source, "cnn", [baseline(source)], 1)
-    assert choice.rule.id == tweak.rules_for("cnn")[0].id == "epochs"
+    choice = propose(source, "cnn", [baseline(source)], 1)
+    assert choice.rule == rules.rules_for("cnn")[0].id == "epochs"
     assert choice.label == "epochs 2→4"
 
 
 def test_chooser_never_yields_a_source_already_in_the_history():
     source = fixture("cnn_sequential")
     history = [baseline(source)]
-    for _ in range(len(tweak.rules_for("cnn"))):
-        choice = tweak.choose(source, "cnn", history, parent=None)   # no parent: only the hashes stop it
+    for _ in range(4 * len(rules.rules_for("cnn"))):
+        choice = propose(source, "cnn", history, parent=None)   # no parent: only the hashes stop it
         if choice is None:
             break
         history.append(record(len(history) + 1, label="(formatting differs)", source=choice.source + "\n# x\n"))
@@ -395,40 +421,40 @@ def test_chooser_never_yields_a_source_already_in_the_history():
 def test_a_rule_recorded_failed_is_not_retried_on_the_same_parent():
     source = fixture("cnn_sequential")
     history = [baseline(source), record(2, "epochs", outcome="failed")]
-    assert tweak.choose(source, "cnn", history, 1).rule.id != "epochs"
-    # on a new best it may be tried again (it failed once, so it ranks last)
-    assert "epochs" in [r.id for r in tweak.ranked("cnn", history)][-1:]
+    assert propose(source, "cnn", history, 1).rule != "epochs"
+    # on a new best it may be tried again, after the moves that did not hurt
+    applicable = [r.id for r in rules.rules_for("cnn")]
+    assert search.plan("unknown", applicable, history, 2)[-1:] == ["epochs"]
 
 
-def test_a_rule_that_helped_is_preferred_and_one_that_hurt_comes_after_untried_ones():
+def test_a_move_that_hurt_goes_after_the_others_never_out():
     source = fixture("cnn_sequential")
-    kept = tweak.apply("filters", source)
+    kept = rules.apply("filters", source)
     history = [baseline(source, 0.50),
                record(2, "epochs", accuracy=0.40),                   # hurt
                record(3, "filters", outcome="kept", accuracy=0.70, source=kept)]   # helped
-    order = [r.id for r in tweak.ranked("cnn", history)]
-    assert order[0] == "filters" and order[-1] == "epochs"
-    assert order.index("kernel") < order.index("epochs")
-    choice = tweak.choose(kept, "cnn", history, parent=3)
-    assert choice.rule.id == "filters" and tweak.state.source_hash(choice.source) != history[2]["source_hash"]
+    order = search.plan("unknown", [r.id for r in rules.rules_for("cnn")], history, 3)
+    assert order[-1] == "epochs" and order.index("kernel") < order.index("epochs")
+    choice = propose(kept, "cnn", history, parent=3)
+    assert state.source_hash(choice.source) != history[2]["source_hash"]
 
 
-def test_scores_average_the_gain_over_the_parent():
+def test_mean_gains_average_the_gain_over_the_parent():
     history = [baseline("x = 1", 0.5), record(2, "epochs", "kept", 0.7),
                record(3, "epochs", "reverted", 0.6, parent=2), record(4, "filters", "failed"),
                record(5, "kernel", "stopped-early"), record(6, "dropout", "cached")]
-    scores = tweak.scores(history)
-    assert scores["epochs"] == (pytest.approx((0.2 - 0.1) / 2), 2)
-    assert scores["filters"] == (tweak.FAILED_GAIN, 1)
-    assert scores["kernel"] == (tweak.STOPPED_GAIN, 1)
-    assert "dropout" not in scores
+    gains = search.mean_gains(history)
+    assert gains["epochs"] == pytest.approx((0.2 - 0.1) / 2)
+    assert gains["filters"] == search.FAILED_GAIN
+    assert gains["kernel"] == search.STOPPED_GAIN
+    assert "dropout" not in gains
 
 
 def test_a_record_without_a_rule_field_is_recognised_by_its_label():
-    assert tweak.rule_of({"tweak": "epochs 1→3"}) == "epochs"
-    assert tweak.rule_of({"tweak": "estimator DecisionTreeClassifier→RandomForestClassifier"}) == "stronger_estimator"
-    assert tweak.rule_of({"tweak": "+recurrent layer (LSTM)"}) == "stack_rnn"
-    assert tweak.rule_of({"tweak": ""}) is None
+    assert search.rule_of({"tweak": "epochs 1→3"}) == "epochs"
+    assert search.rule_of({"tweak": "estimator DecisionTreeClassifier→RandomForestClassifier"}) == "stronger_estimator"
+    assert search.rule_of({"tweak": "+recurrent layer (LSTM)"}) == "stack_rnn"
+    assert search.rule_of({"tweak": ""}) is None
 
 
 def test_the_best_attempt_comes_from_run_env_else_the_history():
@@ -466,29 +492,53 @@ def workspace(tmp_path):
 def test_make_tweak_writes_the_tweak_and_records_it(workspace):
     result = workspace.run()
     assert result.returncode == 0, result.stderr
-    expected = tweak.apply("epochs", workspace.source, tweak.Context(counter=1))
+    expected = rules.apply("epochs", workspace.source, sourceedit.Context(counter=1))
     assert workspace.checkout.read_text() == expected
-    assert result.stdout == tweak.unified_diff(workspace.source, expected, "model.py")
+    assert result.stdout == sourceedit.unified_diff(workspace.source, expected, "model.py")
     assert result.stdout.startswith("--- a/model.py\n+++ b/model.py\n") and "+epochs = 3\n" in result.stdout
-    # the last line (a build check, while BUILD_CHECK is not a config key yet, may log before it)
-    assert result.stderr.strip().splitlines()[-1] == \
-        "==> tweak: attempt 2: epochs 1→3 (rule epochs, from attempt 1, tweak #1)"
+    # the banner, then why (the baseline here has no metrics file: no diagnosis)
+    assert result.stderr.strip().splitlines()[-2:] == [
+        "==> tweak: attempt 2: epochs 1→3 (move epochs, from attempt 1, tweak #1)",
+        "tweak: why: unknown: no metrics recorded for this attempt → epochs"]
     run = state.read_run(workspace.cfg)
-    assert {k: run[k] for k in ("TWEAK", "TWEAK_RULE", "TWEAK_PARENT", "ATTEMPT", "STATUS")} == {
-        "TWEAK": "epochs 1→3", "TWEAK_RULE": "epochs", "TWEAK_PARENT": "1", "STATUS": "tweaked",
-        "ATTEMPT": "1"}   # train.py numbers the next attempt
+    assert {k: run[k] for k in ("TWEAK", "TWEAK_RULE", "TWEAK_MOVE", "TWEAK_PARENT", "ATTEMPT", "STATUS")} == {
+        "TWEAK": "epochs 1→3", "TWEAK_RULE": "epochs", "TWEAK_MOVE": "epochs", "TWEAK_PARENT": "1",
+        "STATUS": "tweaked", "ATTEMPT": "1"}   # train.py numbers the next attempt
+    assert run["TWEAK_DIAGNOSIS"] == "unknown"
     assert state.counter(workspace.cfg) == 1
 
 
+def test_parallel_proposes_a_round_and_the_next_tweaks_take_its_candidates_in_order(workspace):
+    workspace.env["PARALLEL"] = "3"
+    first = workspace.run()
+    assert first.returncode == 0, first.stderr
+    queued = json.loads((state.state_dir(workspace.cfg) / "round.json").read_text())
+    assert queued["parent"] == 1 and len(queued["candidates"]) == 2
+    run = state.read_run(workspace.cfg)
+    expected = search.propose(workspace.source, "cnn", state.read_history(workspace.cfg), 1, None, 0.8,
+                              counter=1, k=3)
+    assert [run["TWEAK_MOVE"]] + [c["move"] for c in queued["candidates"]] == [c.move for c in expected]
+    # the first candidate trained (and even became the best): the round goes on from its parent
+    state.append_history(workspace.cfg, {**record(2, run["TWEAK_RULE"], "kept", 0.7), "move": run["TWEAK_MOVE"],
+                                         "source_hash": state.source_hash(workspace.checkout.read_text())})
+    state.update_run(workspace.cfg, BEST_ATTEMPT=2, ATTEMPT=2)
+    second = workspace.run()
+    assert second.returncode == 0, second.stderr
+    run = state.read_run(workspace.cfg)
+    assert run["TWEAK_MOVE"] == expected[1].move and run["TWEAK_PARENT"] == "1"
+    assert workspace.checkout.read_text() == expected[1].source
+    assert len(json.loads((state.state_dir(workspace.cfg) / "round.json").read_text())["candidates"]) == 1
+
+
 def test_make_tweak_starts_from_the_best_source_not_the_checkout(workspace):
-    best = tweak.apply("filters", workspace.source)
+    best = rules.apply("filters", workspace.source)
     state.atomic_write(state.state_dir(workspace.cfg) / "best" / "model.py", best)
-    workspace.checkout.write_text(tweak.apply("kernel", workspace.source))   # a reverted attempt
+    workspace.checkout.write_text(rules.apply("kernel", workspace.source))   # a reverted attempt
     result = workspace.run()
     assert result.returncode == 0, result.stderr
-    expected = tweak.apply("epochs", best, tweak.Context(1))
+    expected = rules.apply("epochs", best, sourceedit.Context(1))
     assert workspace.checkout.read_text() == expected
-    assert result.stdout == tweak.unified_diff(best, expected, "model.py")   # diffed against the best
+    assert result.stdout == sourceedit.unified_diff(best, expected, "model.py")   # diffed against the best
 
 
 def test_make_tweak_after_a_revert_tries_another_rule(workspace):
@@ -500,18 +550,24 @@ def test_make_tweak_after_a_revert_tries_another_rule(workspace):
     assert result.returncode == 0, result.stderr
     run = state.read_run(workspace.cfg)
     assert run["TWEAK_RULE"] == "filters" and state.counter(workspace.cfg) == 2
-    assert "==> tweak: attempt 3: filters x2 (rule filters, from attempt 1, tweak #2)" in result.stderr
+    assert "==> tweak: attempt 3: filters x2 (move filters, from attempt 1, tweak #2)" in result.stderr
 
 
 def test_make_tweak_says_when_no_tweak_is_left(workspace):
-    workspace.env["MAX_TWEAKS"] = "100"  # every rule tried, the cap not reached
-    for n, r in enumerate(tweak.rules_for("cnn"), start=2):
-        state.append_history(workspace.cfg, record(n, r.id, "reverted", 0.5))
+    workspace.env["MAX_TWEAKS"] = "1000"  # every move tried, the cap not reached
+    history = state.read_history(workspace.cfg)
+    moves = []
+    while found := search.propose(workspace.source, "cnn", history, 1, None, 0.8, counter=1):
+        moves.append(found[0].move)     # singles, bold steps, then pairs: all reverted at no gain
+        history.append({**record(len(history) + 1, found[0].rule, "reverted", 0.5), "move": found[0].move})
+        state.append_history(workspace.cfg, history[-1])
+    assert "filters" in moves and "filters:bold" in moves and any("+" in m for m in moves)
+    assert len(moves) == len(set(moves))
     before = workspace.checkout.read_text()
     result = workspace.run()
     assert result.returncode == state.EXIT_NO_TWEAK_LEFT == 8
-    assert result.stderr.strip() == ("tweak: no tweak left for attempt 1: every cnn rule was tried on it "
-                                     "or gives a source already trained")
+    assert result.stderr.strip() == ("tweak: no tweak left for attempt 1: every cnn move (single, bold and "
+                                     "paired) was tried on it or gives a source already trained")
     assert workspace.checkout.read_text() == before and state.counter(workspace.cfg) == 0
 
 
@@ -552,7 +608,7 @@ def test_tweak_list_shows_every_rule():
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, "TWEAKOPS_ENV_FILE": os.devnull})
     assert result.returncode == 0, result.stderr
-    for r in tweak.REGISTRY.values():
+    for r in rules.REGISTRY.values():
         assert f" {r.id} " in result.stdout
 
 
@@ -562,7 +618,7 @@ def test_tweak_list_shows_every_rule():
 @pytest.mark.parametrize("example,kind", [("cnn", "cnn"), ("rnn", "rnn"), ("sklearn", "sklearn")])
 def test_each_example_model_has_at_least_three_applicable_rules(example, kind):
     source = (EXAMPLES / example / "model.py").read_text()
-    applicable = [r.id for r in tweak.rules_for(kind) if tweak.apply(r.id, source, tweak.Context(1))]
+    applicable = [r.id for r in rules.rules_for(kind) if rules.apply(r.id, source, sourceedit.Context(1))]
     assert len(applicable) >= 3, applicable
 
 
@@ -586,7 +642,7 @@ BUILD = textwrap.dedent('''
 @pytest.mark.parametrize("example", ["cnn", "rnn"])
 def test_every_tweak_of_the_keras_examples_still_builds_a_model(example, digits):
     source = (EXAMPLES / example / "model.py").read_text()
-    tweaked = {r.id: s for r in tweak.rules_for(example) if (s := tweak.apply(r.id, source, tweak.Context(1)))}
+    tweaked = {r.id: s for r in rules.rules_for(example) if (s := rules.apply(r.id, source, sourceedit.Context(1)))}
     result = subprocess.run([sys.executable, "-c", BUILD], input=json.dumps([source, *tweaked.values()]),
                             capture_output=True, text=True, timeout=600,
                             env={**os.environ, "DATA_DIR": str(digits), "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -672,7 +728,7 @@ def real(name: str) -> str:
 ])
 def test_real_scripts_are_edited_where_the_value_is_set(name, rule_id, removed, added):
     old = real(name)
-    new = tweak.apply(rule_id, old, tweak.Context(1))
+    new = rules.apply(rule_id, old, sourceedit.Context(1))
     assert new is not None, f"{rule_id} did not apply to {name}"
     assert changed_lines(old, new) == (removed, added)
     assert comments(new) == comments(old)
@@ -688,7 +744,7 @@ def test_a_value_set_in_two_places_with_different_values_is_changed_in_both():
         train(model, 2)
         train(model, 10)
     ''')
-    assert changed_lines(source, tweak.apply("epochs", source)) == (
+    assert changed_lines(source, rules.apply("epochs", source)) == (
         ["train(model, 2)", "train(model, 10)"], ["train(model, 4)", "train(model, 15)"])
 
 
@@ -705,7 +761,7 @@ def test_options_returned_by_a_function_are_followed_to_their_defaults():
         model.compile(optimizer="adam", loss="mse")
         model.fit(x, y, epochs=args.epochs)
     ''')
-    assert changed_lines(source, tweak.apply("epochs", source)) == (
+    assert changed_lines(source, rules.apply("epochs", source)) == (
         ['    parser.add_argument("--epochs", type=int, default=3)'],
         ['    parser.add_argument("--epochs", type=int, default=5)'])
 
@@ -720,7 +776,7 @@ def test_a_parameter_reassigned_in_its_function_is_not_followed():
         model.compile(optimizer="adam", loss="mse")
         train(model)
     ''')
-    assert tweak.apply("epochs", source) is None
+    assert rules.apply("epochs", source) is None
 
 
 def _sizes(source: str) -> list[tuple]:
@@ -752,19 +808,19 @@ def test_the_kernel_rule_never_makes_a_map_of_size_zero_as_keras_builds_it():
     # every 3 turned into a 5 (what the rule did before) does not build ...
     assert "error" in _sizes(naive)
     # ... the rule's edit does, and every map keeps a size of at least 1
-    built = _sizes(tweak.apply("kernel", source))
+    built = _sizes(rules.apply("kernel", source))
     assert "shapes" in built, built
     assert all(n >= 1 for shape in built["shapes"] for n in shape if n is not None)
 
 
 def test_no_conv_block_after_a_map_of_size_one():
-    assert tweak.apply("conv_block", real("cnn_small_map")) is None
+    assert rules.apply("conv_block", real("cnn_small_map")) is None
 
 
 def test_map_sizes_that_cannot_be_computed_leave_the_rules_as_they_were():
     # the size is read at run time: both kernels change, the build check decides
     old = real("cnn_size_at_run_time")
-    removed, added = changed_lines(old, tweak.apply("kernel", old))
+    removed, added = changed_lines(old, rules.apply("kernel", old))
     assert len(removed) == len(added) == 2 and all("Conv2D(4, 5," in line for line in added)
 
 
@@ -793,14 +849,14 @@ def test_map_sizes_follow_the_input_shape(shape, kernel, expected):
             layers.Dense(10, activation="softmax"),
         ])
     ''')
-    new = tweak.apply("kernel", source)
+    new = rules.apply("kernel", source)
     assert f"layers.{conv}(8, {expected}, activation=" in new
     assert f'layers.{conv}(8, 5, padding="same")' in new
 
 
 def test_stronger_estimator_imports_before_the_first_use_and_the_script_runs(tmp_path):
     old = real("sklearn_tree_module")
-    new = tweak.apply("stronger_estimator", old)
+    new = rules.apply("stronger_estimator", old)
     lines = new.splitlines()
     imported = lines.index("from sklearn.ensemble import RandomForestClassifier")
     used = next(i for i, line in enumerate(lines) if "RandomForestClassifier(" in line)
@@ -819,7 +875,7 @@ def test_stronger_estimator_never_adds_to_an_import_that_comes_after_the_use():
         clf = tree.DecisionTreeClassifier(max_depth=2)
         from sklearn.ensemble import GradientBoostingClassifier
     ''')
-    new = tweak.apply("stronger_estimator", source)
+    new = rules.apply("stronger_estimator", source)
     lines = new.splitlines()
     assert lines.index("from sklearn.ensemble import RandomForestClassifier") < lines.index(
         "clf = RandomForestClassifier(max_depth=2)")
@@ -828,13 +884,13 @@ def test_stronger_estimator_never_adds_to_an_import_that_comes_after_the_use():
 
 def test_a_hybrid_gets_the_rnn_rules_as_well_as_the_cnn_ones():
     source = real("conv1d_lstm")
-    assert tweak.types_of("cnn", source) == ["cnn", "rnn"]
-    ids = [r.id for r in tweak.rules_for_script("cnn", source)]
+    assert rules.types_of("cnn", source) == ["cnn", "rnn"]
+    ids = [r.id for r in rules.rules_for_script("cnn", source)]
     assert {"filters", "kernel", "units", "stack_rnn", "bidirectional"} <= set(ids)
-    assert [r.id for r in tweak.rules_for_script("cnn", real("cnn_small_map"))] == [r.id for r in tweak.rules_for("cnn")]
+    assert [r.id for r in rules.rules_for_script("cnn", real("cnn_small_map"))] == [r.id for r in rules.rules_for("cnn")]
     # every CNN rule tried on the parent: the chooser goes on with the RNN ones
-    history = [baseline(source)] + [record(n, r.id) for n, r in enumerate(tweak.rules_for("cnn"), start=2)]
-    assert tweak.choose(source, "cnn", history, 1).rule.id == "units"
+    history = [baseline(source)] + [record(n, r.id) for n, r in enumerate(rules.rules_for("cnn"), start=2)]
+    assert propose(source, "cnn", history, 1).rule == "units"
 
 
 # -- line endings ------------------------------------------------------------
@@ -843,8 +899,8 @@ def test_a_crlf_script_stays_crlf_for_every_rule():
     for name in ("cnn_sequential", "cnn_add", "sklearn_tree", "rnn_lstm"):
         lf = fixture(name)
         crlf = lf.replace("\n", "\r\n")
-        for r in tweak.rules_for(model_type(name)):
-            new_lf, new_crlf = tweak.apply(r.id, lf), tweak.apply(r.id, crlf)
+        for r in rules.rules_for(model_type(name)):
+            new_lf, new_crlf = rules.apply(r.id, lf), rules.apply(r.id, crlf)
             if new_lf is None:
                 continue
             assert new_crlf == new_lf.replace("\n", "\r\n"), (name, r.id)
@@ -889,7 +945,7 @@ def test_make_tweak_on_a_crlf_script_changes_one_line_and_its_diff_applies(tmp_p
 def test_the_diff_marks_a_last_line_without_newline(tmp_path):
     old = "import keras\nmodel.fit(x, y, epochs=2)"
     new = "import keras\nmodel.fit(x, y, epochs=4)"
-    diff = tweak.unified_diff(old, new, "model.py")
+    diff = sourceedit.unified_diff(old, new, "model.py")
     assert diff.endswith("+model.fit(x, y, epochs=4)\n\\ No newline at end of file\n")
     (tmp_path / "model.py").write_text(old)
     (tmp_path / "p.patch").write_text(diff)
@@ -933,48 +989,49 @@ def test_a_candidate_that_does_not_build_is_recorded_and_the_next_one_is_written
     cfg, source, checkout = depth_workspace
     run = state.read_run(cfg)
     history = state.read_history(cfg)
-    result = tweak.tweak_checkout(cfg, run, source, history, 1, tweak.Context(1), run_script)
+    result = tweak.tweak_checkout(cfg, run, source, history, 1, 1, run_script)
     # the forest has no get_depth(): discarded; the next rule's candidate builds and is written
-    assert result.rule.id == "max_depth"
+    assert result.rule == "max_depth"
     assert checkout.read_text() == result.source and run_script(cfg, run) is None
     failed = [r for r in state.read_history(cfg) if r.get("outcome") == "build-failed"]
     assert len(failed) == 1
     record = failed[0]
     assert record["attempt"] is None and record["rule"] == "stronger_estimator" and record["parent"] == 1
     assert record["run"] == "r1" and "get_depth" in record["reason"]
-    assert record["source_hash"] == state.source_hash(tweak.apply("stronger_estimator", source))
+    assert record["source_hash"] == state.source_hash(rules.apply("stronger_estimator", source))
     assert "+clf = RandomForestClassifier(max_depth=3, random_state=0)" in record["diff"]
     history = state.read_history(cfg)
     # not a tweak for MAX_TWEAKS, never chosen again on this parent, no score
     assert tweak.cap_reached({**cfg, "MAX_TWEAKS": 1}, run, history) is None
-    assert "stronger_estimator" not in tweak.scores(history)
-    assert tweak.choose(source, "sklearn", history, 1).rule.id != "stronger_estimator"
+    assert "stronger_estimator" not in search.mean_gains(history)
+    assert propose(source, "sklearn", history, 1).rule != "stronger_estimator"
     assert tweak.best_attempt({}, history) == 1
 
 
 def test_when_no_candidate_builds_the_checkout_holds_the_best_source(depth_workspace):
     cfg, source, checkout = depth_workspace
     run = state.read_run(cfg)
-    checkout.write_text(tweak.apply("criterion", source))      # a reverted attempt left behind
+    checkout.write_text(rules.apply("criterion", source))      # a reverted attempt left behind
     reasons = []
 
     def never(cfg, run):
         reasons.append(run_script(cfg, run))
         return "does not build: refused"
-    assert tweak.tweak_checkout(cfg, run, source, state.read_history(cfg), 1, tweak.Context(1), never) is None
+    assert tweak.tweak_checkout(cfg, run, source, state.read_history(cfg), 1, 1, never) is None
     assert checkout.read_text() == source
-    failed = [r["rule"] for r in state.read_history(cfg) if r.get("outcome") == "build-failed"]
-    assert failed == ["stronger_estimator", "max_depth", "criterion"]
-    assert reasons[0] is not None and reasons[1:] == [None, None]   # the check saw each candidate
+    failed = [r["move"] for r in state.read_history(cfg) if r.get("outcome") == "build-failed"]
+    assert failed[:3] == ["stronger_estimator", "max_depth", "criterion"]   # the singles first
+    assert len(failed) == len(set(failed)) > 3        # then bold steps and pairs: each move once
+    assert reasons[0] is not None and reasons[1:3] == [None, None]   # the check saw each candidate
 
 
 def test_an_epochs_tweak_needs_no_build_check(tmp_path):
     source = (ROOT / "models" / "cnn" / "model.py").read_text()
     cfg = checkout_after_baseline(tmp_path, source, "cnn", 0.5)
     checked = []
-    result = tweak.tweak_checkout(cfg, state.read_run(cfg), source, state.read_history(cfg), 1, tweak.Context(1),
+    result = tweak.tweak_checkout(cfg, state.read_run(cfg), source, state.read_history(cfg), 1, 1,
                                   lambda cfg, run: checked.append(run) or None)
-    assert result.rule.id == "epochs" and checked == []  # the model builds as its parent did
+    assert result.rule == "epochs" and checked == []  # the model builds as its parent did
 
 
 @pytest.mark.slow
@@ -992,8 +1049,8 @@ def test_make_tweak_discards_a_keras_tweak_that_does_not_build(tmp_path):
     state.update_run(cfg, MODEL_FILE="model.py", MODEL_TYPE="cnn", MODEL_RUNTIME="keras3", ATTEMPT=1,
                      BEST_ATTEMPT=1, STATUS="trained", RUN_ID="r1")
     state.append_history(cfg, {**baseline(source, 0.5), "run": "r1", "tweak": "baseline"})
-    for n, rule_id in enumerate(("epochs", "filters"), start=2):   # the kernel rule comes next
-        state.append_history(cfg, {**record(n, rule_id, "reverted", 0.5), "run": "r1"})
+    for n, rule_id in enumerate(("epochs", "filters"), start=2):   # both hurt: the kernel rule comes next
+        state.append_history(cfg, {**record(n, rule_id, "reverted", 0.47), "run": "r1"})
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "tweak.py")], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -1001,4 +1058,4 @@ def test_make_tweak_discards_a_keras_tweak_that_does_not_build(tmp_path):
     assert [r["rule"] for r in failed] == ["kernel"] and failed[0]["attempt"] is None
     assert "does not build, discarded" in result.stderr
     assert state.read_run(cfg)["TWEAK_RULE"] == "conv_block"
-    assert (tmp_path / "checkout" / "model.py").read_text() == tweak.apply("conv_block", source, tweak.Context(1))
+    assert (tmp_path / "checkout" / "model.py").read_text() == rules.apply("conv_block", source, sourceedit.Context(1))

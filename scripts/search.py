@@ -1,0 +1,247 @@
+"""The search: which change to try next, given what the best model so far lacks.
+
+tweak.py asks `propose()` for the next candidate(s); this module decides, rules.py
+edits. Deterministic for a given history (a rerun proposes the same thing).
+
+1. **Diagnose the parent** (the best attempt so far): `diagnose.py` reads its learning
+   curve — diverged, stuck at chance, overfit, still rising, underfit, plateau;
+   scikit-learn: one class predicted, not converged, below target.
+2. **Rank the moves by the diagnosis** (`PLANS`): a move is a rule plus its step —
+   `filters` (x2) or `filters:bold` (x4), `learning_rate` (back to the optimizer's usual
+   value), `learning_rate:x0.1` (a log-scale step), `epochs` (to the epochs the curve's
+   forecast and the remaining MAX_MINUTES allow, not +50%). The moves that fix a flaw
+   come first (a Dropout(0.9) halved, SGD → Adam, a learning rate 50x off back to usual:
+   each only applies where the flaw is), then capacity, then the rest of the rules, so
+   the space is never cut short by the plan.
+3. **Plateaus are not dead ends**: a move tried on this parent is not tried there
+   again, but a result within NOISE of its parent promotes the same rule's bold step;
+   once STALL moves from one parent gave nothing, or the single moves are used up,
+   pairs of the plan's first moves are tried in one attempt ("filters:bold+epochs").
+   "No tweak left" only when singles, bold steps and pairs are all used up.
+4. Moves that hurt on this lineage (mean gain below -NOISE) go to the end, never out.
+5. **Rounds**: `propose(..., k)` gives the first k distinct candidates, for runners
+   that train several at once (PARALLEL); with one runner they train one by one.
+
+Never proposes a source whose normalised hash is already in the history, nor one that
+does not compile (rules.attempt checks both).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+import diagnose
+import rules
+import state
+from sourceedit import Context
+
+NOISE = diagnose.NOISE
+STALL = 3                 # moves from one parent without a gain before pairs are tried
+MIN_EPOCH_STEP = 2        # "train longer" adds at least this many epochs
+BUDGET_SHARE = 0.5        # an epochs move may spend at most this share of the remaining time
+PAIR_FROM = 5             # pairs are made of the first this-many applicable moves of the plan
+FAILED_GAIN = -0.10       # gain booked for a failed attempt
+STOPPED_GAIN = -0.05      # ... for one stopped early without an accuracy
+
+# diagnosis -> moves, best first ("rule" or "rule:variant"; see VARIANTS)
+_FLAWS = ["less_dropout:bold", "optimizer", "learning_rate"]
+_CAPACITY_BOLD = ["filters:bold", "units:bold", "dense_units:bold", "conv_block", "stack_rnn",
+                  "dense_layer", "bidirectional", "hidden_layer_sizes", "kernel"]
+_CAPACITY = ["filters", "units", "dense_units", "conv_block", "stack_rnn", "bidirectional",
+             "dense_layer", "kernel"]
+PLANS: dict[str, list[str]] = {
+    "diverged": ["learning_rate:x0.1", "optimizer", "batchnorm", "learning_rate:x0.01"],
+    "stuck": ["optimizer", "learning_rate", "learning_rate:x10", "less_dropout:bold", "batchnorm",
+              *_CAPACITY_BOLD, "epochs"],
+    "rising": ["epochs", *_FLAWS, *_CAPACITY_BOLD],
+    "underfit": [*_FLAWS, *_CAPACITY_BOLD, "epochs", "batchnorm"],
+    "overfit": ["dropout", "batchnorm", "l2", "less_dropout", *_CAPACITY,
+                "stronger_estimator", "n_estimators", "C"],
+    "plateau": [*_FLAWS, *_CAPACITY, "batchnorm", "epochs", "learning_rate:x0.1"],
+    "unknown": [],
+    "one-class": ["C:bold", "gamma_step:bold", "gamma", "alpha:bold", "max_iter:bold", "C",
+                  "stronger_estimator"],
+    "not-converged": ["max_iter:bold", "C", "alpha", "stronger_estimator"],
+    "below-target": ["stronger_estimator", "n_estimators", "max_depth", "C", "gamma", "gamma_step",
+                     "hidden_layer_sizes", "criterion", "n_neighbors", "knn_weights", "alpha",
+                     "max_iter"],
+}
+# rules whose step has a bold size (Context.bold): filters x4 instead of x2, C x100 instead of x10
+STEPPED = {"epochs", "filters", "dense_units", "units", "less_dropout", "C", "n_estimators", "max_iter",
+           "alpha", "gamma_step", "l2"}
+# variant -> the Context fields it sets
+VARIANTS = {"": {}, "bold": {"bold": True}, "x0.1": {"lr_scale": 0.1}, "x0.01": {"lr_scale": 0.01},
+            "x10": {"lr_scale": 10.0}}
+
+
+@dataclass
+class Candidate:
+    move: str                 # "filters:bold", "epochs", "C:bold+gamma" (recorded as history `move`)
+    rule: str                 # the rule id of its first part (run.env TWEAK_RULE)
+    label: str                # what changed, for people ("filters 2→8 + epochs 3→12")
+    source: str
+    why: str                  # the parent's diagnosis line, and why this move
+    diagnosis: str            # the diagnosis kind
+    parent: int | None = None  # the attempt it starts from (tweak.py sets it)
+
+
+def rule_of(record: dict) -> str | None:
+    """The rule an attempt used: its `rule` field, else the first word of its `tweak`
+    label (every rule's labels start with the same word: "epochs 1→3" is `epochs`)."""
+    if record.get("rule") in rules.REGISTRY:
+        return record["rule"]
+    words = str(record.get("tweak") or "").split()
+    for r in rules.REGISTRY.values():
+        if words and words[0] == r.label.split()[0]:
+            return r.id
+    return None
+
+
+def move_of(record: dict) -> str | None:
+    """The move an attempt made: its `move` field, else its rule (older histories)."""
+    return record.get("move") or rule_of(record)
+
+
+def _accuracies(history: list[dict]) -> dict:
+    return {r.get("attempt"): r.get("accuracy") for r in history
+            if isinstance(r.get("accuracy"), (int, float)) and isinstance(r.get("attempt"), int)}
+
+
+def gain_of(record: dict, accuracy: dict) -> float | None:
+    """The accuracy gain an attempt gave over its parent (failed: FAILED_GAIN)."""
+    outcome = record.get("outcome")
+    if outcome in ("baseline", "cached", rules.BUILD_FAILED, "confirmation"):
+        return None
+    acc, parent_acc = record.get("accuracy"), accuracy.get(record.get("parent"))
+    if outcome == "failed":
+        return FAILED_GAIN
+    if isinstance(acc, (int, float)) and parent_acc is not None:
+        return acc - parent_acc
+    return STOPPED_GAIN if outcome == "stopped-early" else None
+
+
+def mean_gains(history: list[dict]) -> dict[str, float]:
+    """move -> mean accuracy gain over its parent in past attempts."""
+    accuracy = _accuracies(history)
+    gains: dict[str, list[float]] = {}
+    for record in history:
+        gain = gain_of(record, accuracy)
+        if gain is not None and move_of(record):
+            gains.setdefault(move_of(record), []).append(gain)
+    return {m: sum(g) / len(g) for m, g in gains.items()}
+
+
+def plan(kind: str, applicable: list[str], history: list[dict], parent: int | None) -> list[str]:
+    """The single moves for a parent diagnosed `kind`, best first (see the docstring)."""
+    moves = [m for m in PLANS.get(kind, []) if m.split(":")[0] in applicable]
+    for rule_id in applicable:              # the rest of the rules, registry order: never cut short
+        if rule_id not in moves:
+            moves.append(rule_id)
+    for m in list(moves):                   # every step rule also has its bold step, after it
+        bold = f"{m.split(':')[0]}:bold"
+        if ":" not in m and bold not in moves and m in STEPPED:
+            moves.append(bold)
+    accuracy = _accuracies(history)
+    here = [r for r in history if parent is not None and r.get("parent") == parent]
+    for record in here:                     # within noise of the parent: its bold step next
+        gain = gain_of(record, accuracy)
+        move = move_of(record) or ""
+        if gain is not None and abs(gain) <= NOISE and ":" not in move and f"{move}:bold" in moves:
+            moves.remove(f"{move}:bold")
+            moves.insert(0, f"{move}:bold")
+    hurt = {m for m, g in mean_gains(history).items() if g < -NOISE}
+    return [m for m in moves if m not in hurt] + [m for m in moves if m in hurt]
+
+
+def epochs_for(metrics: dict | None, facts: dict, remaining_s: float | None) -> int | None:
+    """How many epochs an epochs move trains: the forecast, within the time left."""
+    n = diagnose.epochs_trained(metrics)
+    if n <= 0:
+        return None
+    want = facts.get("forecast_epochs")
+    want = math.ceil(want * 1.25) if isinstance(want, int) else 2 * n
+    cap = min(diagnose.FORECAST_REACH * n, rules.MAX_EPOCHS)
+    spe = diagnose.seconds_per_epoch(metrics)
+    if remaining_s is not None and spe:
+        cap = min(cap, n + int(BUDGET_SHARE * remaining_s / spe))
+    return max(n + MIN_EPOCH_STEP, min(want, cap))
+
+
+def remaining_seconds(cfg: dict, run: dict) -> float | None:
+    started = run.get("RUN_STARTED_AT")
+    if not started:
+        return None
+    try:
+        elapsed = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(started)).total_seconds()
+    except ValueError:
+        return None
+    return max(0.0, cfg["MAX_MINUTES"] * 60 - elapsed)
+
+
+def context_for(move: str, counter: int, epochs: int | None) -> Context:
+    rule_id, _, variant = move.partition(":")
+    fields = dict(VARIANTS.get(variant, {}))
+    if rule_id == "epochs" and epochs:
+        fields["epochs"] = epochs * (2 if variant == "bold" else 1)
+    return Context(counter, **fields)
+
+
+def _apply(moves: list[str], source: str, counter: int, epochs: int | None):
+    """The source with every move of `moves` applied in turn, and the labels; None when
+    one of them does not apply."""
+    labels = []
+    for move in moves:
+        result = rules.attempt(move.split(":")[0], source, context_for(move, counter, epochs))
+        if result is None:
+            return None
+        source = result.source
+        labels.append(result.label)
+    return source, " + ".join(labels)
+
+
+def propose(source: str, model_type: str, history: list[dict], parent: int | None,
+            metrics: dict | None, target: float, counter: int = 0, k: int = 1,
+            remaining_s: float | None = None, accuracy: float | None = None) -> list[Candidate]:
+    """Up to `k` candidates from `source` (the best so far, attempt `parent`), best first;
+    [] when the space is used up."""
+    found = diagnose.diagnose(metrics, target, accuracy)
+    applicable = [r.id for r in rules.rules_for_script(model_type, source)]
+    singles = plan(found.kind, applicable, history, parent)
+    epochs = epochs_for(metrics, found.facts, remaining_s)
+    seen = {r.get("source_hash") for r in history if r.get("source_hash")} | {state.source_hash(source)}
+    here = [r for r in history if parent is not None and r.get("parent") == parent]
+    tried = {move_of(r) for r in here}
+    accuracy_of = _accuracies(history)
+    gains_here = [g for r in here if (g := gain_of(r, accuracy_of)) is not None]
+    stalled = len(gains_here) >= STALL and all(g <= NOISE for g in gains_here[-STALL:])
+
+    out: list[Candidate] = []
+
+    def consider(moves: list[str]) -> bool:
+        key = "+".join(moves)
+        if key in tried:
+            return False
+        done = _apply(moves, source, counter, epochs)
+        if done is None or state.source_hash(done[0]) in seen:
+            return False
+        seen.add(state.source_hash(done[0]))
+        why = f"{found.line} → {key}"
+        out.append(Candidate(key, moves[0].split(":")[0], done[1], done[0], why, found.kind))
+        return len(out) >= k
+
+    pairs = _pairs(singles)
+    order = ([[m] for m in singles] if not stalled else []) + [list(p) for p in pairs] + \
+            ([[m] for m in singles] if stalled else [])
+    for moves in order:
+        if consider(moves):
+            break
+    return out
+
+
+def _pairs(singles: list[str]) -> list[tuple[str, str]]:
+    """Pairs of the plan's first moves (two steps of one rule never pair)."""
+    head = singles[:PAIR_FROM]
+    return [(a, b) for i, a in enumerate(head) for b in head[i + 1:]
+            if a.split(":")[0] != b.split(":")[0]]

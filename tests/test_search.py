@@ -1,0 +1,187 @@
+"""search.py: the diagnosis ranks the moves; plateaus, pairs, rounds, the epochs forecast.
+
+Each case is a hand-made metrics file (the harness's format) for a parent and a real
+start script of the kind that shows that weakness; the move proposed is checked by what
+it does to the source.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+import diagnose
+import search
+import state
+
+CNN_SGD = textwrap.dedent("""\
+    import keras
+    from keras import layers
+    model = keras.Sequential([
+        keras.Input(shape=(28, 28, 1)),
+        layers.Conv2D(4, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0005),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=6, validation_split=0.2)
+""")
+CNN_ADAM = CNN_SGD.replace("keras.optimizers.SGD(learning_rate=0.0005)", "keras.optimizers.Adam(learning_rate=0.001)")
+MLP_DROPOUT = textwrap.dedent("""\
+    import keras
+    from keras import layers
+    model = keras.Sequential([keras.Input(shape=(64,)), layers.Dense(32, activation="relu"),
+                              layers.Dropout(0.9), layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=5, validation_data=(xt, yt))
+""")
+SVC = textwrap.dedent("""\
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+    clf = Pipeline([("scale", StandardScaler()), ("svc", SVC(C=0.002, gamma=0.5))])
+    clf.fit(X, y)
+    print(clf.score(Xt, yt))
+""")
+
+
+def curve(rows, classes=None, seconds=0.5):
+    data = {"framework": "keras", "evaluate": None,
+            "epochs": [{"fit": 0, "epoch": i + 1, "time": seconds, "loss": loss, "accuracy": acc, "val_accuracy": val}
+                       for i, (loss, acc, val) in enumerate(rows)]}
+    if classes:
+        data["outputs"] = classes
+    return data
+
+
+def base(source, accuracy):
+    return {"attempt": 1, "outcome": "baseline", "accuracy": accuracy, "parent": None,
+            "source_hash": state.source_hash(source)}
+
+
+def child(n, move, accuracy, parent=1, outcome="reverted"):
+    return {"attempt": n, "outcome": outcome, "accuracy": accuracy, "parent": parent, "move": move,
+            "rule": move.split(":")[0].split("+")[0], "source_hash": f"h{n}"}
+
+
+def first(source, kind, history, metrics, target=0.8, **kw):
+    found = search.propose(source, kind, history, 1, metrics, target, counter=1, **kw)
+    return found[0] if found else None
+
+
+STUCK = curve([(2.31, 0.10, 0.10), (2.31, 0.10, 0.11), (2.309, 0.11, 0.10)], classes=10)
+
+
+def test_stuck_at_chance_changes_the_optimizer_first():
+    c = first(CNN_SGD, "cnn", [base(CNN_SGD, 0.1)], STUCK)
+    assert c.diagnosis == "stuck" and c.move == "optimizer"
+    assert "Adam(learning_rate=0.001)" in c.source and "SGD" not in c.source
+    assert c.why.startswith("stuck: accuracy") and c.why.endswith("→ optimizer")
+
+
+def test_stuck_with_a_good_optimizer_moves_the_learning_rate_on_a_log_scale():
+    slow = CNN_ADAM.replace("0.001", "0.00001")
+    c = first(slow, "cnn", [base(slow, 0.1)], STUCK)
+    assert c.move == "learning_rate" and "learning_rate=0.001" in c.source   # back to Adam's usual, 100x
+
+
+def test_diverged_takes_a_smaller_learning_rate():
+    fast = CNN_ADAM.replace("0.001", "0.5")
+    metrics = curve([(2.3, 0.2, 0.2), (float("nan"), 0.1, 0.1)])
+    c = first(fast, "cnn", [base(fast, 0.1)], metrics)
+    assert c.diagnosis == "diverged" and c.move == "learning_rate:x0.1" and "learning_rate=0.05" in c.source
+
+
+def test_underfit_with_a_strong_regulariser_lowers_it_in_a_bold_step():
+    metrics = curve([(2.6, 0.10, 0.16), (2.32, 0.12, 0.22), (2.30, 0.12, 0.26), (2.28, 0.13, 0.28), (2.26, 0.13, 0.28)])
+    c = first(MLP_DROPOUT, "mlp", [base(MLP_DROPOUT, 0.28)], metrics, target=0.9)
+    assert c.diagnosis == "underfit" and c.move == "less_dropout:bold" and "Dropout(0.1)" in c.source
+
+
+def test_underfit_without_a_flaw_grows_capacity_boldly():
+    metrics = curve([(2.0, 0.40, 0.41), (1.9, 0.42, 0.42), (1.85, 0.425, 0.42), (1.84, 0.43, 0.425)])
+    c = first(CNN_ADAM, "cnn", [base(CNN_ADAM, 0.42)], metrics, target=0.9)
+    assert c.diagnosis == "underfit" and c.move == "filters:bold" and "Conv2D(16, 3" in c.source
+
+
+def test_overfit_adds_regularisation():
+    metrics = curve([(1.0, 0.6, 0.55), (0.5, 0.85, 0.62), (0.2, 0.97, 0.64), (0.1, 0.99, 0.64)])
+    c = first(CNN_ADAM, "cnn", [base(CNN_ADAM, 0.64)], metrics)
+    assert c.diagnosis == "overfit" and c.move == "dropout" and "Dropout" in c.source
+
+
+def test_rising_trains_longer_to_the_forecast_not_by_half():
+    metrics = curve([(2.0, 0.40, 0.45), (1.5, 0.55, 0.60), (1.2, 0.63, 0.68), (1.0, 0.69, 0.72)])
+    source = CNN_ADAM.replace("epochs=6", "epochs=4")
+    c = first(source, "cnn", [base(source, 0.72)], metrics)
+    need = diagnose.diagnose(metrics, 0.8).facts["forecast_epochs"]
+    assert c.diagnosis == "rising" and c.move == "epochs"
+    epochs = int(c.label.split("→")[1])
+    assert epochs == min(max(4 + search.MIN_EPOCH_STEP, -(-need * 5 // 4)), diagnose.FORECAST_REACH * 4)
+    assert epochs > 4 + 4 // 2      # not the old +50%
+
+
+def test_the_epochs_forecast_stays_inside_the_time_left():
+    metrics = curve([(2.0, 0.40, 0.45), (1.5, 0.55, 0.60), (1.2, 0.63, 0.68), (1.0, 0.69, 0.72)], seconds=2.0)
+    facts = {"forecast_epochs": 30}
+    assert search.epochs_for(metrics, facts, remaining_s=None) == 32    # 8x the 4 trained
+    assert search.epochs_for(metrics, facts, remaining_s=20) == 4 + int(0.5 * 20 / 2.0)
+    assert search.epochs_for(metrics, facts, remaining_s=0) == 4 + search.MIN_EPOCH_STEP
+
+
+def test_sklearn_predicting_one_class_takes_a_bold_log_step_of_c():
+    metrics = {"framework": "sklearn", "scores": [0.1], "predicted_classes": 1, "classes": 10}
+    c = first(SVC, "sklearn", [base(SVC, 0.1)], metrics, target=0.95)
+    assert c.diagnosis == "one-class" and c.move == "C:bold" and "C=0.2" in c.source
+
+
+def test_a_result_within_noise_promotes_the_bold_step_of_the_same_rule():
+    metrics = {"framework": "sklearn", "scores": [0.5], "predicted_classes": 10, "classes": 10}
+    history = [base(SVC, 0.5), child(2, "C", 0.505)]
+    c = first(SVC, "sklearn", history, metrics, target=0.95)
+    assert c.move == "C:bold" and "C=0.2" in c.source
+
+
+def test_stalled_single_moves_lead_to_a_pair_in_one_attempt():
+    metrics = {"framework": "sklearn", "scores": [0.1], "predicted_classes": 1, "classes": 10}
+    history = [base(SVC, 0.1)] + [child(n, m, 0.1) for n, m in enumerate(["C:bold", "gamma_step:bold", "gamma"], 2)]
+    c = first(SVC, "sklearn", history, metrics, target=0.95)
+    assert "+" in c.move and c.move.split("+")[0] == "C:bold"
+    assert "C=0.2" in c.source and "gamma=0.005" in c.source    # both changes, one attempt
+
+
+def test_a_move_tried_on_the_parent_is_not_tried_there_again_but_is_on_a_new_best():
+    history = [base(CNN_SGD, 0.1), child(2, "optimizer", 0.1)]
+    assert first(CNN_SGD, "cnn", history, STUCK).move != "optimizer"
+    found = search.propose(CNN_SGD, "cnn", history, 2, STUCK, 0.8, counter=1)
+    assert found[0].move == "optimizer"
+
+
+def test_a_round_gives_k_distinct_candidates_deterministically():
+    history = [base(CNN_SGD, 0.1)]
+    one = search.propose(CNN_SGD, "cnn", history, 1, STUCK, 0.8, counter=1, k=3)
+    two = search.propose(CNN_SGD, "cnn", history, 1, STUCK, 0.8, counter=1, k=3)
+    assert [c.move for c in one] == [c.move for c in two] and len(one) == 3
+    assert len({state.source_hash(c.source) for c in one}) == 3
+    assert one[0].move == first(CNN_SGD, "cnn", history, STUCK).move
+
+
+def test_no_tweak_left_only_when_singles_bold_steps_and_pairs_are_used_up():
+    tiny = "from sklearn.svm import SVC\nclf = SVC(C=0.5)\nclf.fit(X, y)\nprint(clf.score(X, y))\n"
+    history = [base(tiny, 0.3)]
+    moves = []
+    while found := search.propose(tiny, "sklearn", history, 1, None, 0.9, counter=1):
+        moves.append(found[0].move)
+        history.append({**child(len(history) + 1, found[0].move, 0.3), "source_hash": state.source_hash(found[0].source)})
+    assert {"C", "C:bold"} <= set(moves) and len(moves) == len(set(moves))
+
+
+@pytest.mark.parametrize("kind", sorted(search.PLANS))
+def test_every_move_in_the_plans_names_a_registered_rule_and_variant(kind):
+    import rules
+    for move in search.PLANS[kind]:
+        rule_id, _, variant = move.partition(":")
+        assert rule_id in rules.REGISTRY and variant in search.VARIANTS, move
