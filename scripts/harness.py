@@ -217,12 +217,24 @@ def beat(epoch: int = 0, batch: int = 0) -> None:
 
 
 def _reference_curve() -> list:
+    """The best attempt's val accuracy by epoch number (index e-1 is epoch e) of its last
+    fit: a best that continued from its parent at epoch k has None before k+1, so an
+    attempt trained from scratch is never judged against epochs it has not had."""
     if not REFERENCE:
         return []
     try:
-        return [_accuracy_of(e, "val_") for e in json.loads(Path(REFERENCE).read_text()).get("epochs", [])]
+        epochs = [e for e in json.loads(Path(REFERENCE).read_text()).get("epochs", []) if isinstance(e, dict)]
     except (OSError, ValueError):
         return []
+    last = max((e.get("fit", 0) for e in epochs), default=0)
+    curve: list = []
+    for e in epochs:
+        n = e.get("epoch")
+        if e.get("fit", 0) != last or not isinstance(n, int) or n < 1:
+            continue
+        curve.extend([None] * (n - len(curve)))
+        curve[n - 1] = _accuracy_of(e, "val_")
+    return curve
 
 
 # ---------------------------------------------------------------------------

@@ -13,6 +13,9 @@ edits. Deterministic for a given history (a rerun proposes the same thing).
    come first (a Dropout(0.9) halved, SGD → Adam, a learning rate 50x off back to usual:
    each only applies where the flaw is), then capacity, then the rest of the rules, so
    the space is never cut short by the plan.
+   Where two or more plain flaws apply (FLAWS: a Dropout(0.9) and plain SGD on an
+   underfit model; C=0.002 and gamma=0.5 on an SVC predicting one class), the first
+   candidate fixes them all in one attempt.
 3. **Plateaus are not dead ends**: a move tried on this parent is not tried there
    again, but a result within NOISE of its parent promotes the same rule's bold step;
    once STALL moves from one parent gave nothing, or the single moves are used up,
@@ -67,6 +70,13 @@ PLANS: dict[str, list[str]] = {
     "below-target": ["stronger_estimator", "n_estimators", "max_depth", "C", "gamma", "gamma_step",
                      "hidden_layer_sizes", "criterion", "n_neighbors", "knn_weights", "alpha",
                      "max_iter"],
+}
+# the settings that are plainly off, by diagnosis: when two or more of them apply, the
+# first candidate fixes them all at once (a Dropout(0.9) and plain SGD on an underfit
+# model; C=0.002 and gamma=0.5 on an SVC that predicts one class)
+FLAWS: dict[str, list[str]] = {
+    "stuck": _FLAWS, "underfit": _FLAWS, "plateau": _FLAWS, "rising": [],
+    "one-class": ["C:bold", "gamma_step:bold", "alpha:bold"],
 }
 # rules whose step has a bold size (Context.bold): filters x4 instead of x2, C x100 instead of x10
 STEPPED = {"epochs", "filters", "dense_units", "units", "less_dropout", "C", "n_estimators", "max_iter",
@@ -232,12 +242,25 @@ def propose(source: str, model_type: str, history: list[dict], parent: int | Non
         return len(out) >= k
 
     pairs = _pairs(singles)
-    order = ([[m] for m in singles] if not stalled else []) + [list(p) for p in pairs] + \
+    fixes = flaws(found.kind, source, counter, epochs)
+    order = ([fixes] if len(fixes) >= 2 else []) + \
+            ([[m] for m in singles] if not stalled else []) + [list(p) for p in pairs] + \
             ([[m] for m in singles] if stalled else [])
     for moves in order:
         if consider(moves):
             break
     return out
+
+
+def flaws(kind: str, source: str, counter: int, epochs: int | None) -> list[str]:
+    """The flaw fixes of FLAWS[kind] that apply to `source`, in order, each applied on
+    top of the ones before (SGD → Adam leaves no learning rate to fix): two or more are
+    made in one attempt, as a person would fix every setting that is plainly off."""
+    moves: list[str] = []
+    for move in FLAWS.get(kind, []):
+        if _apply(moves + [move], source, counter, epochs) is not None:
+            moves.append(move)
+    return moves
 
 
 def _pairs(singles: list[str]) -> list[tuple[str, str]]:

@@ -354,22 +354,6 @@ def log(message: str) -> None:
     print(f"{stamp} worker {os.getpid()} [{runtime}]: {message}", file=sys.stderr, flush=True)
 
 
-def _muted_fd2(fn):
-    """Like harness._muted_fd2: TensorFlow's import-time C++ chatter stays out of the log."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
-        return fn()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        return fn()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def preload(runtime: str) -> None:
     """Import what the harness imports before the user's script runs, for `runtime`."""
     def load():
@@ -383,7 +367,10 @@ def preload(runtime: str) -> None:
             import tf_keras  # noqa: F401
         else:
             import keras  # noqa: F401  (and TensorFlow, its backend)
-    _muted_fd2(load)
+    # the harness's own muting (its module state is read from the env at import and
+    # never used here: each attempt runs harness.py afresh as __main__)
+    import harness
+    harness._muted_fd2(load)
 
 
 def exit_code(status: int) -> int:

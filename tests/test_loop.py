@@ -25,7 +25,13 @@ def test_pipeline_takes_the_example_to_the_target_and_publishes_one_commit(proje
     log = project.git("log", "--format=%an|%s|%(trailers:key=Tweakops-Accuracy,valueonly)", "main", cwd=project.remote).stdout
     published = [line for line in log.splitlines() if line.startswith("Test|tweakops:")]
     assert len(published) == 1, log
-    assert float(published[0].split("|")[2]) == pytest.approx(best, abs=1e-4)
+    # the trailer: the best's accuracy, or, when the best was warm-started ("train
+    # longer" continues from its parent), that of its from-scratch confirmation
+    best_record = max((r for r in history if r["outcome"] in ("baseline", "kept")), key=lambda r: r["accuracy"])
+    confirmed = [r for r in history if r.get("confirms") == best_record["attempt"]]
+    assert bool(confirmed) == ("warm_from" in best_record)
+    figure = confirmed[0]["accuracy"] if confirmed else best_record["accuracy"]
+    assert float(published[0].split("|")[2]) == pytest.approx(figure, abs=1e-4)
     files = project.git("show", "--name-only", "--format=", "main", cwd=project.remote).stdout.split()
     assert files == ["model.py"]
     assert list((project.state / "notifications").glob("*success*.eml"))

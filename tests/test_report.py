@@ -241,9 +241,12 @@ def test_report_page_shows_every_attempt_and_embeds_the_plot(ran):
     page = Collect()
     page.feed(index.read_text())
     attempts = [r for r in page.rows if r and r[0].isdigit()]
-    assert [r[0] for r in attempts] == ["1", "2"]
+    assert [r[0] for r in attempts][:2] == ["1", "2"]
     assert attempts[0][1] == "baseline" and attempts[0][5] == "baseline"
     assert attempts[1][5] in ("kept", "reverted", "stopped-early")
+    assert attempts[1][7].startswith(ran.history()[1]["why"])        # why the change was made
+    if len(attempts) == 3:   # a warm-started best, retrained from scratch before publishing
+        assert attempts[2][5] == "confirmation" and attempts[2][7] == "from-scratch retraining of attempt 2"
     [src] = page.images
     png = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
     assert png.format == "PNG" and png.size == (900, 400)

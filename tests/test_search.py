@@ -134,8 +134,23 @@ def test_the_epochs_forecast_stays_inside_the_time_left():
 
 def test_sklearn_predicting_one_class_takes_a_bold_log_step_of_c():
     metrics = {"framework": "sklearn", "scores": [0.1], "predicted_classes": 1, "classes": 10}
-    c = first(SVC, "sklearn", [base(SVC, 0.1)], metrics, target=0.95)
+    only_c = SVC.replace(", gamma=0.5", "")
+    c = first(only_c, "sklearn", [base(only_c, 0.1)], metrics, target=0.95)
     assert c.diagnosis == "one-class" and c.move == "C:bold" and "C=0.2" in c.source
+
+
+def test_two_plain_flaws_are_fixed_in_one_attempt():
+    metrics = {"framework": "sklearn", "scores": [0.1], "predicted_classes": 1, "classes": 10}
+    c = first(SVC, "sklearn", [base(SVC, 0.1)], metrics, target=0.95)
+    assert c.move == "C:bold+gamma_step:bold" and "C=0.2" in c.source and "gamma=0.005" in c.source
+    assert c.label == "C 0.002→0.2 + smaller gamma 0.5→0.005"
+    sgd = MLP_DROPOUT.replace('optimizer="adam"', 'optimizer="sgd"')
+    underfit = curve([(2.6, 0.10, 0.16), (2.32, 0.12, 0.22), (2.30, 0.12, 0.26), (2.28, 0.13, 0.28), (2.26, 0.13, 0.28)])
+    c = first(sgd, "mlp", [base(sgd, 0.28)], underfit, target=0.9)
+    assert c.move == "less_dropout:bold+optimizer" and "Dropout(0.1)" in c.source and '"adam"' in c.source
+    # tried once on this parent: the single fixes come next, not the same pair again
+    again = first(sgd, "mlp", [base(sgd, 0.28), child(2, c.move, 0.3)], underfit, target=0.9)
+    assert again.move == "less_dropout:bold"
 
 
 def test_a_result_within_noise_promotes_the_bold_step_of_the_same_rule():
@@ -147,10 +162,11 @@ def test_a_result_within_noise_promotes_the_bold_step_of_the_same_rule():
 
 def test_stalled_single_moves_lead_to_a_pair_in_one_attempt():
     metrics = {"framework": "sklearn", "scores": [0.1], "predicted_classes": 1, "classes": 10}
-    history = [base(SVC, 0.1)] + [child(n, m, 0.1) for n, m in enumerate(["C:bold", "gamma_step:bold", "gamma"], 2)]
+    history = [base(SVC, 0.1)] + [child(n, m, 0.1) for n, m in
+                                  enumerate(["C:bold+gamma_step:bold", "C:bold", "gamma_step:bold", "gamma"], 2)]
     c = first(SVC, "sklearn", history, metrics, target=0.95)
-    assert "+" in c.move and c.move.split("+")[0] == "C:bold"
-    assert "C=0.2" in c.source and "gamma=0.005" in c.source    # both changes, one attempt
+    assert c.move == "C:bold+gamma"         # the next pair of the plan's first moves
+    assert "C=0.2" in c.source and ("gamma='scale'" in c.source or 'gamma="scale"' in c.source)
 
 
 def test_a_move_tried_on_the_parent_is_not_tried_there_again_but_is_on_a_new_best():
