@@ -13,31 +13,32 @@ reason) and the next candidate is tried in the same run of tweak.py: it costs no
 training, no attempt and no MAX_TWEAKS tweak, the same source never comes back and its
 rule is not retried on that parent.
 
-Which rule next (deterministic given history.jsonl, so a rerun picks the same one):
-  - never a source whose normalised hash (state.source_hash: comments and formatting
-    do not count) is already in the history, nor the parent itself;
-  - never a rule already tried on the same parent, whatever its outcome (a failed
-    rule is never retried there; a reverted one would give the same accuracy again);
-  - score = the mean accuracy gain the rule gave over its parent in past attempts
-    (failed counts as -0.10, stopped early without an accuracy as -0.05); untried
-    rules score 0. Highest score first, so rules that helped come first, then the
-    untried ones, then the ones that hurt; ties go to fewer tries, then registry order
-    (the registry's order is the prior: cheap, usually helpful changes first).
-  A plain mean is a small greedy bandit: good enough for ten attempts, and easy to read
-  in the history. It cannot know that two rules help only together.
+What to change next is search.py's answer (deterministic given history.jsonl and the
+metrics files, so a rerun picks the same): it diagnoses the parent's learning curve
+(diagnose.py) and ranks the moves by it; never a source already in the history, never
+a move already tried on the same parent. With PARALLEL=k it proposes a round of k
+candidates: the first is written now, the rest wait in STATE_DIR/round.json and the next
+runs of tweak.py take them in order (same parent), until the round is used up.
+
+MAX_MINUTES: no tweak starts once it is over, nor when the time left is below this
+run's shortest attempt (its start-up and one epoch); train.py hands the end of it to
+the harness, which stops a fit there and keeps its best epoch.
 
 Reads:  run.env MODEL_FILE (relative to CHECKOUT_DIR), MODEL_TYPE, ATTEMPT, BEST_ATTEMPT,
-        RUN_ID; STATE_DIR/best/<basename of MODEL_FILE> (else the checkout file);
+        RUN_ID, RUN_STARTED_AT; STATE_DIR/best/<basename of MODEL_FILE> (else the checkout
+        file); the parent's metrics file; round.json; PARALLEL, MAX_MINUTES, TARGET_ACCURACY;
         history.jsonl; tweak_count; BUILD_CHECK
 Writes: the checkout's MODEL_FILE (atomically), tweak_count + 1, run.env TWEAK (label),
-        TWEAK_RULE (rule id), TWEAK_PARENT (best attempt), STATUS=tweaked (ATTEMPT is
-        left to train.py, which numbers the attempt it runs); a build-failed record in
-        history.jsonl per discarded candidate;
-        the unified diff against the best on stdout, one banner line on stderr (plus one
-        line per discarded candidate)
+        TWEAK_RULE (rule id), TWEAK_MOVE (rule and step), TWEAK_WHY (diagnosis → move),
+        TWEAK_DIAGNOSIS, TWEAK_PARENT (the attempt it starts from), STATUS=tweaked
+        (ATTEMPT is left to train.py, which numbers the attempt it runs); round.json
+        (PARALLEL > 1); a build-failed record in history.jsonl per discarded candidate;
+        the unified diff against the best on stdout, the banner and the why line on
+        stderr (plus one line per discarded candidate)
 Exit:   0 a tweak was written; 2 no rules for the model type, file missing or unparsable;
-        8 no tweak left (every rule tried on this parent or already trained; with FILE
-        --rule: the rule does not apply)
+        8 no tweak left (every move — single, bold, paired — tried on this parent or
+        already trained; the time or tweak cap reached; with FILE --rule: the rule does
+        not apply)
 
     $ make tweak
     $ python scripts/tweak.py --list                          # the rules per type
