@@ -22,13 +22,9 @@ Exit:   0 confirmed, nothing to confirm, or the confirmation failed (a warning: 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import state
-
-SCRIPTS = Path(__file__).resolve().parent
 
 
 def confirmation_of(history: list[dict], attempt: int) -> dict | None:
@@ -50,10 +46,6 @@ def needed(cfg: dict, run: dict, history: list[dict]) -> tuple[int, dict] | None
     return best, record
 
 
-def stage(name: str, *args: str) -> int:
-    return subprocess.call([sys.executable, "-u", str(SCRIPTS / f"{name}.py"), *args])
-
-
 def main(argv=None) -> int:
     cfg = state.config()
     run = state.read_run(cfg)
@@ -68,9 +60,9 @@ def main(argv=None) -> int:
     best_file = state.state_dir(cfg) / "best" / Path(run["MODEL_FILE"]).name
     if best_file.is_file():
         state.atomic_write(Path(cfg["CHECKOUT_DIR"]) / run["MODEL_FILE"], best_file.read_bytes())
-    code = stage("train", "--confirm", str(best))
+    code = state.run_stage("train", "--confirm", str(best))
     if code == state.EXIT_OK:
-        code = stage("parse_accuracy")
+        code = state.run_stage("parse_accuracy")
     if code not in (state.EXIT_OK, state.EXIT_BELOW_TARGET):
         # publish still goes ahead; its message says the figure is a warm-started one
         state.warn(f"confirm: the from-scratch training of attempt {best} did not finish (exit {code}); "

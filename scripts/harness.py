@@ -627,16 +627,18 @@ def patch_keras() -> None:
             self.began = False
 
         def on_train_begin(self, logs=None):
-            # Keras 3 knows here the epoch it restored (a fit killed after its last epoch
-            # runs no epoch at all); Keras 2 tells it by the first epoch it runs
-            initial = getattr(self.model, "_initial_epoch", 0) or 0
+            # the checkpoint restores after this (it comes after the Recorder): the epoch
+            # a resumed fit starts at is told by its first epoch, or, for a fit killed
+            # after its last epoch that runs none, at its end (on_train_end)
             outputs = output_units(self.model)
             if outputs:
                 METRICS_FILE.data["outputs"] = outputs   # the classes: what chance is (diagnose.py)
-            if initial:
-                self.begin(initial)
-            TRAINED["epoch"] = initial or self.warm_epoch
-            beat(initial)
+            TRAINED["epoch"] = self.warm_epoch
+            beat(0)
+
+        def on_train_end(self, logs=None):
+            if not self.began:
+                self.begin(getattr(self.model, "_initial_epoch", 0) or 0)
 
         def begin(self, epoch: int) -> None:
             """Once per fit: epochs a resumed run will not redo stay, later ones go."""
@@ -832,18 +834,21 @@ def patch_keras() -> None:
         fit_calls[0] += 1
         callbacks = list(kwargs.pop("callbacks", None) or [])
         warm_epoch = warm_start(self, args, kwargs) if WARM_FROM and fit_index == 0 else 0
+        why = None
         if CHECKPOINT_DIR:
             why = ensure_built(self, args, kwargs)
             if why:
                 note(f"no checkpoint for this fit: the model is not built before fit and {why}; "
                      "a restart trains it from the first epoch")
-            else:
-                # first, so the epoch it restores is known when the Recorder starts
-                # kept after the fit (train.py removes it once the attempt is booked): a kill
-                # during the script's evaluate then resumes with nothing to retrain
-                callbacks.append(SafeBackup(str(Path(CHECKPOINT_DIR) / f"fit-{fit_index}"), delete_checkpoint=False,
-                                            **backup_options))
+        # the Recorder before the checkpoint: an epoch is in the metrics file before a
+        # checkpoint says it is done, so a kill between the two redoes that epoch (and the
+        # Recorder drops its record on the resume) instead of losing its record
         callbacks.append(SafeRecorder(fit_index, warm_epoch))
+        if CHECKPOINT_DIR and not why:
+            # kept after the fit (train.py removes it once the attempt is booked): a kill
+            # during the script's evaluate then resumes with nothing to retrain
+            callbacks.append(SafeBackup(str(Path(CHECKPOINT_DIR) / f"fit-{fit_index}"), delete_checkpoint=False,
+                                        **backup_options))
         deadline = _env_number("TWEAKOPS_DEADLINE", float)
         if deadline:
             callbacks.append(SafeDeadline(deadline))

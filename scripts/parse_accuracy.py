@@ -97,9 +97,9 @@ def book(cfg: dict, run: dict, attempt: int, accuracy: float | None, stopped_ear
     if record.get("confirms") is not None:
         # a from-scratch retraining of a warm-started best: it says what the published
         # source gives as the user will run it; it never changes the best
-        state.update_history(cfg, attempt, accuracy=accuracy,
-                             outcome="failed" if record["outcome"] == "failed" else "confirmation")
-        record.update(accuracy=accuracy, outcome="confirmation")
+        outcome = "failed" if record["outcome"] == "failed" else "confirmation"
+        state.update_history(cfg, attempt, accuracy=accuracy, outcome=outcome)
+        record.update(accuracy=accuracy, outcome=outcome)
         return record
     if record["outcome"] == "failed":
         outcome = "failed"

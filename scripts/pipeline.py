@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,9 +33,7 @@ import state
 SCRIPTS = Path(__file__).resolve().parent
 
 
-def stage(name: str, *args: str) -> int:
-    """Run scripts/<name>.py as its own process, its output live on this console."""
-    return subprocess.call([sys.executable, "-u", str(SCRIPTS / f"{name}.py"), *args])
+stage = state.run_stage
 
 
 def run_attempt() -> int:

@@ -406,6 +406,11 @@ def update_history(cfg: dict, attempt: int, **fields: object) -> None:
         atomic_write(history_path(cfg), "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
+def run_stage(name: str, *args: str) -> int:
+    """Run scripts/<name>.py as its own process, its output live on this console; its exit code."""
+    return subprocess.call([sys.executable, "-u", str(Path(__file__).resolve().parent / f"{name}.py"), *args])
+
+
 def git(cfg: dict, *args: str, cwd: str | os.PathLike | None = None, check: bool = True,
         what: str = "git") -> subprocess.CompletedProcess:
     """Run git with an argument list (never a shell string), as the configured identity.

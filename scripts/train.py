@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     best_attempt = run.get("BEST_ATTEMPT")
     # the hopeless-attempt stop compares with the best's curve; never for a confirmation
     # (the best's curve may owe its height to a warm start)
-    reference = sd / f"metrics/attempt-{best_attempt}.json" if best_attempt and args.confirm is None else None
+    reference = sd / f"metrics/attempt-{best_attempt}.json" if best_attempt and confirms is None else None
     job = jobs.job_for(cfg, run, attempt, reference if reference is not None and reference.exists() else None)
     job.warm_from, job.warm_epochs = warm_start(cfg, run, tweaked)
     job.deadline = deadline(cfg, run) if confirms is None else None
