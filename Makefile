@@ -70,10 +70,10 @@ train: setup
 accuracy: setup
 	@$(PY) scripts/parse_accuracy.py
 
-## The whole loop on the embedded default (or on .env): fetch, detect, train, accuracy, tweak… publish, report, notify
+## The whole loop on the embedded default (or on .env): fetch, detect, train, accuracy, tweak… publish, report, notify (WAIT=1: queue behind a run that holds STATE_DIR)
 .PHONY: pipeline
 pipeline: setup data remote
-	@$(PY) scripts/pipeline.py
+	@$(PY) scripts/pipeline.py $(if $(filter 1,$(WAIT)),--wait)
 
 ##@ Tweak, publish, notify
 

@@ -22,8 +22,8 @@ Exit:   0 confirmed, nothing to confirm, or the confirmation failed (a warning: 
 
 from __future__ import annotations
 
-from pathlib import Path
 
+import attempts
 import state
 
 
@@ -48,6 +48,7 @@ def needed(cfg: dict, run: dict, history: list[dict]) -> tuple[int, dict] | None
 
 def main(argv=None) -> int:
     cfg = state.config()
+    state.hold_run(cfg, "confirm")
     run = state.read_run(cfg)
     history = state.read_history(cfg)
     todo = needed(cfg, run, history)
@@ -57,9 +58,7 @@ def main(argv=None) -> int:
     best, record = todo
     state.banner("confirm", f"attempt {best} was warm-started from attempt {record['warm_from']}: "
                             "training its source from scratch once")
-    best_file = state.state_dir(cfg) / "best" / Path(run["MODEL_FILE"]).name
-    if best_file.is_file():
-        state.atomic_write(Path(cfg["CHECKOUT_DIR"]) / run["MODEL_FILE"], best_file.read_bytes())
+    attempts.revert_to_best(cfg, run)   # the checkout holds the best source
     code = state.run_stage("train", "--confirm", str(best))
     if code == state.EXIT_OK:
         code = state.run_stage("parse_accuracy")

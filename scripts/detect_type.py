@@ -42,6 +42,7 @@ import argparse
 import ast
 from pathlib import Path
 
+import attempts
 import state
 
 ENTRY_NAMES = ("model.py", "train.py", "main.py")
@@ -232,12 +233,13 @@ def main(argv=None) -> int:
         return state.EXIT_OK
 
     cfg = state.config()
+    state.hold_run(cfg, "detect")
     checkout = Path(cfg["CHECKOUT_DIR"])
     if not (checkout / ".git").exists():
         raise state.TweakopsError(f"no checkout in {checkout}; run make fetch first")
     state.banner("detect")
     if cfg["MODEL_FILE"]:
-        entry = checkout / cfg["MODEL_FILE"]
+        entry = attempts.model_path(cfg, cfg["MODEL_FILE"])
     else:
         entry = find_entry(checkout)
         state.info(f"entry script: {entry.relative_to(checkout)} (set MODEL_FILE to choose another)")
@@ -247,7 +249,7 @@ def main(argv=None) -> int:
     runtime = runtime_of(source, rel)
     image = image_for(cfg, model_type)
     state.update_run(cfg, MODEL_FILE=rel, MODEL_TYPE=model_type, MODEL_RUNTIME=runtime, IMAGE=image,
-                     STATUS="detected")
+                     STATUS=attempts.DETECTED)
     state.info(f"{rel}: {model_type}, {runtime} (image {image})")
     print(model_type)
     return state.EXIT_OK

@@ -7,7 +7,8 @@ A new commit starts a new run in run.env; a different repository or branch start
 a new lineage (the old history, counter and best source move to STATE_DIR/previous/).
 
 Reads:  MODEL_REPO, MODEL_BRANCH, CHECKOUT_DIR, STATE_DIR/run.env
-Writes: CHECKOUT_DIR, run.env (RUN_ID, MODEL_REPO, MODEL_BRANCH, COMMIT, STATUS=fetched)
+Writes: CHECKOUT_DIR, run.env (RUN_ID, RUN_STARTED_AT, MODEL_REPO without credentials, MODEL_BRANCH, COMMIT,
+        COMMIT_AUTHOR, STATUS=fetched, OWN_COMMIT)
 Exit:   0 fetched; 9 with --if-changed when the remote head did not move;
         2 repository or branch not found
 
@@ -46,13 +47,15 @@ def remote_head(cfg: dict) -> str:
 
 
 def checkout(cfg: dict) -> str:
-    repo, branch, target = cfg["MODEL_REPO"], cfg["MODEL_BRANCH"], Path(cfg["CHECKOUT_DIR"])
+    """Clone or update CHECKOUT_DIR. Its origin is MODEL_REPO without credentials: a token
+    in MODEL_REPO reaches git through its environment only (state.git), never a file."""
+    repo, branch, target = state.without_credentials(cfg["MODEL_REPO"]), cfg["MODEL_BRANCH"], Path(cfg["CHECKOUT_DIR"])
     same_origin = (target / ".git").exists() and state.git(
         cfg, "remote", "get-url", "origin", cwd=target, check=False).stdout.strip() == repo
     if not same_origin:
         if target.exists():
             shutil.rmtree(target)
-        state.git(cfg, "clone", "-q", "--branch", branch, repo, str(target), what=f"git clone of {state.scrub(repo)}")
+        state.git(cfg, "clone", "-q", "--branch", branch, repo, str(target), what=f"git clone of {repo}")
     else:
         state.git(cfg, "fetch", "-q", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}", cwd=target, what="git fetch")
         state.git(cfg, "checkout", "-q", "-f", "-B", branch, f"origin/{branch}", cwd=target, what="git checkout")
@@ -79,10 +82,15 @@ def main(argv=None) -> int:
     parser.add_argument("--if-changed", action="store_true", help="exit 9 without touching anything when the remote head did not move")
     args = parser.parse_args(argv)
     cfg = state.config()
-    run = state.read_run(cfg)
+    state.hold_run(cfg, "fetch")
+    try:
+        run = state.read_run(cfg)
+    except state.TweakopsError as exc:
+        state.warn(f"{state.run_env_path(cfg)} does not parse ({exc}); fetch starts a new run")
+        run = {}
     state.banner("fetch", f"{state.scrub(cfg['MODEL_REPO'])} @ {cfg['MODEL_BRANCH']}")
     head = remote_head(cfg)
-    same_source = run.get("MODEL_REPO") == cfg["MODEL_REPO"] and run.get("MODEL_BRANCH") == cfg["MODEL_BRANCH"]
+    same_source = run.get("MODEL_REPO") == state.scrub(cfg["MODEL_REPO"]) and run.get("MODEL_BRANCH") == cfg["MODEL_BRANCH"]
     if args.if_changed and same_source and run.get("COMMIT") == head:
         state.info(f"no change: {cfg['MODEL_BRANCH']} is still at {head[:10]}")
         return state.EXIT_NO_CHANGE
@@ -96,7 +104,7 @@ def main(argv=None) -> int:
             cfg,
             RUN_ID=dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ"),
             RUN_STARTED_AT=state.now_iso(),
-            MODEL_REPO=cfg["MODEL_REPO"],
+            MODEL_REPO=state.scrub(cfg["MODEL_REPO"]),   # never a credential on disk
             MODEL_BRANCH=cfg["MODEL_BRANCH"],
             COMMIT=commit,
             STATUS="fetched",
@@ -107,7 +115,8 @@ def main(argv=None) -> int:
         state.update_run(cfg, OWN_COMMIT=1)
         state.info(f"{commit[:10]} is tweakops' own commit (accuracy {trailers.get('Tweakops-Accuracy', '?')}): "
                    "it is confirmed, not tweaked again")
-    subject = state.git(cfg, "log", "-1", "--format=%s", cwd=cfg["CHECKOUT_DIR"]).stdout.strip()
+    subject, author = state.git(cfg, "log", "-1", "--format=%s%n%an <%ae>", cwd=cfg["CHECKOUT_DIR"]).stdout.splitlines()[:2]
+    state.update_run(cfg, COMMIT_AUTHOR=author)   # who pushed it: the one to tell when it cannot be trained
     state.info(f"checked out {commit[:10]} ({subject}) in {cfg['CHECKOUT_DIR']}")
     print(commit)
     return state.EXIT_OK

@@ -29,6 +29,7 @@ import json
 import re
 from pathlib import Path
 
+import attempts
 import state
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -89,9 +90,9 @@ def book(cfg: dict, run: dict, attempt: int, accuracy: float | None, stopped_ear
     record = records[-1]
     if record.get("outcome") not in ("trained", "failed"):
         return record  # booked already (make accuracy run twice): nothing changes
-    checkout = Path(cfg["CHECKOUT_DIR"]) / run["MODEL_FILE"]
-    best_dir = state.state_dir(cfg) / "best"
-    best = best_dir / checkout.name
+    checkout = attempts.model_path(cfg, run["MODEL_FILE"])
+    best_dir = attempts.best_dir(cfg)
+    best = attempts.best_source(cfg, run["MODEL_FILE"])
     best_accuracy = float(run["BEST_ACCURACY"]) if run.get("BEST_ACCURACY") else None
     same_run_best = best.exists() and best_accuracy is not None
     if record.get("confirms") is not None:
@@ -136,24 +137,29 @@ def main(argv=None) -> int:
         return state.EXIT_OK
 
     cfg = state.config()
+    state.hold_run(cfg, "accuracy")
     run = state.read_run(cfg)
     if not run.get("ATTEMPT"):
         raise state.TweakopsError("no attempt trained yet; run make train first")
     attempt = int(run["ATTEMPT"])
     state.banner("accuracy", f"attempt {attempt}")
     target = cfg["TARGET_ACCURACY"]
-    metrics = Path(run["METRICS"]) if run.get("METRICS") else None
-    log = Path(run["LOG"]) if run.get("LOG") else None
+    metrics = attempts.within_state(cfg, run.get("METRICS"))
+    log = attempts.within_state(cfg, run.get("LOG"))
     stopped_early = False
-    if run.get("STATUS") in ("failed", "reverted", "crashed"):
+    if run.get("STATUS") in (attempts.FAILED, attempts.REVERTED, attempts.CRASHED, attempts.OOM, attempts.TIMEOUT):
         accuracy, source = None, "failed"
     else:
         accuracy, source = read_accuracy(metrics, log)
         if metrics and metrics.exists():
             try:
-                stopped_early = bool(json.loads(metrics.read_text()).get("stopped_early"))
+                data = json.loads(metrics.read_text())
             except ValueError:
-                pass
+                data = {}
+            stopped_early = bool(data.get("stopped_early"))
+            if data.get("diverged"):
+                state.warn(f"attempt {attempt}: the loss became NaN at epoch {data['diverged']} (the training "
+                           "diverged); a smaller learning rate usually fixes it, the next tweak tries one")
     record = book(cfg, run, attempt, accuracy, stopped_early)
     run = state.update_run(cfg, ACCURACY=accuracy, ACCURACY_SOURCE=source)
     best = float(run["BEST_ACCURACY"]) if run.get("BEST_ACCURACY") else None

@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import attempts
 import runners
 import state
 
@@ -61,7 +62,7 @@ def announce() -> None:
 
 def summary(cfg: dict, code: int, started: float) -> str:
     run = state.read_run(cfg)
-    history = [r for r in state.read_history(cfg) if r.get("run") == run.get("RUN_ID")]
+    history = attempts.this_run(run, state.read_history(cfg))
     best = run.get("BEST_ACCURACY")
     verdict = {state.EXIT_OK: "target met", state.EXIT_BELOW_TARGET: "below target"}.get(code, f"failed (exit {code})")
     rows = [
@@ -87,7 +88,7 @@ def resume(run: dict) -> int:
     """Carry on from where a killed pipeline was (the watchdog starts this)."""
     status = run.get("STATUS", "")
     state.banner("pipeline", f"resuming at attempt {run.get('ATTEMPT', '?')} (status {status})")
-    if status in ("running", "crashed", "oom"):
+    if status in attempts.IN_PROGRESS:
         code = stage("train", "--resume")
         return stage("parse_accuracy") if code == state.EXIT_OK else code
     if status == "fetched":
@@ -101,15 +102,22 @@ def resume(run: dict) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resume", action="store_true", help="carry on from the current state (the watchdog)")
+    parser.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="SECONDS",
+                        help="queue behind a run that holds STATE_DIR (at most SECONDS) instead of exiting 10")
     args = parser.parse_args(argv)
     cfg = state.config()
+    # one run per STATE_DIR; the stages it starts run under its lock
+    state.hold_run(cfg, "pipeline", args.wait if args.wait is not None else (60 if args.resume else None))
     started = time.time()
     me = os.getpid()
     state.update_run(cfg, PIPELINE_PID=me, PIPELINE_PID_START=runners.process_start_time(me))
+    code = None
     try:
-        return loop(cfg, args.resume, started)
+        code = loop(cfg, args.resume, started)
+        return code
     finally:
-        if state.read_run(cfg).get("PIPELINE_PID") == str(me):
+        # a killed attempt keeps PIPELINE_PID: the watchdog then resumes the whole loop, not train alone
+        if code != state.EXIT_FAILURE and state.read_run(cfg).get("PIPELINE_PID") == str(me):
             state.update_run(cfg, PIPELINE_PID=None, PIPELINE_PID_START=None)
 
 
@@ -120,6 +128,9 @@ def loop(cfg: dict, resuming: bool, started: float) -> int:
         for name in ("fetch", "detect_type"):
             code = stage(name)
             if code != state.EXIT_OK:
+                # a push that cannot be trained: the developer who pushed it is told
+                if stage("notify") != state.EXIT_OK:
+                    state.warn(f"make notify failed; the failure is kept in {cfg['STATE_DIR']}")
                 return code
             if name == "fetch":  # fetch starts a new run.env: say again who runs it
                 me = os.getpid()

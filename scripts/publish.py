@@ -17,7 +17,7 @@ helped, for a person reading `git log`:
 The push goes to PUBLISH_BRANCH (default MODEL_BRANCH), never forced. When it is
 rejected because the branch moved, the branch is fetched: if the model file did not
 change there, the commit is rebuilt on the new head (a rebase of a one-file change)
-and pushed again; if it did, the commit goes to a new branch `tweakops/<source hash>`
+and pushed again; if it did, the commit goes to a new branch `tweakops/<first 10 of the source hash>`
 and the line says so. The local branch only moves once the push is accepted, so a
 failure leaves no half-pushed state: no local commit on the branch, the best source
 untouched in STATE_DIR/best. Credentials come from the `origin` URL/credential helper
@@ -51,6 +51,7 @@ import tempfile
 from pathlib import Path
 
 import confirm
+import attempts
 import state
 
 TRAILER_PREFIX = "Tweakops-"
@@ -305,6 +306,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args(argv)
     cfg = state.config()
+    state.hold_run(cfg, "publish")
     run = state.read_run(cfg)
     for key, what in (("COMMIT", "make fetch"), ("MODEL_FILE", "make detect")):
         if not run.get(key):
@@ -313,18 +315,17 @@ def main(argv=None) -> int:
     if not (checkout / ".git").exists():
         raise state.TweakopsError(f"{checkout} is not a git checkout; run make fetch first")
     base, path = run["COMMIT"], run["MODEL_FILE"]
+    attempts.model_path(cfg, path)   # a MODEL_FILE outside the checkout is never published
     branch = cfg["PUBLISH_BRANCH"] or run.get("MODEL_BRANCH") or cfg["MODEL_BRANCH"]
     state.banner("publish", f"{path} to {branch}")
 
-    best_file = state.state_dir(cfg) / "best" / Path(path).name
+    best_file = attempts.best_source(cfg, path)
     if not best_file.is_file() or not run.get("BEST_ACCURACY") or not run.get("BEST_ATTEMPT"):
         return nothing(cfg, f"no best source yet ({best_file}); run make train accuracy first")
     text = state.read_source(best_file)
     source_hash = state.source_hash(text)
     best_acc, best_attempt = float(run["BEST_ACCURACY"]), int(run["BEST_ATTEMPT"])
-    history = state.read_history(cfg)
-    if run.get("RUN_ID"):
-        history = [r for r in history if r.get("run", run["RUN_ID"]) == run["RUN_ID"]]
+    history = attempts.this_run(run, state.read_history(cfg))
     chain = lineage(history, best_attempt)
     base_acc = baseline_accuracy(history, chain)
 

@@ -35,6 +35,7 @@ from typing import Callable
 
 import libcst as cst
 
+import attempts
 import state
 from sourceedit import (CONV, DEPTHWISE, POOL, RECURRENT, SHAPE_KEEPING, Context, Script, Slot,
                         class_name, map_after, maps_fit)
@@ -101,7 +102,7 @@ REGISTRY: dict[str, Rule] = {}
 # rules that change only a number fit, the optimizer or a layer reads: the model builds
 # as its parent did, so they need no build check (saves a TensorFlow start per tweak)
 BUILDS_AS_BEFORE = {"epochs", "learning_rate", "less_dropout", "l2"}
-BUILD_FAILED = "build-failed"   # history outcome of a candidate discarded before training
+BUILD_FAILED = attempts.BUILD_FAILED   # history outcome of a candidate discarded before training
 KERAS = ("cnn", "rnn", "mlp")
 
 

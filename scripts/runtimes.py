@@ -52,6 +52,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import state
+import worker
 
 RUNTIMES = ("keras2", "keras3", "sklearn")
 # Where derived environments and wheels are cached; TWEAKOPS_RUNTIME_CACHE moves it
@@ -162,6 +163,13 @@ def digest(requirements: Path, runtime: str, base: str, pins: str = "") -> str:
     return h.hexdigest()
 
 
+def install_env() -> dict[str, str]:
+    """pip's environment for a model repository's requirements: this one without
+    tweakops' configuration and credentials (a package's build code runs under it)."""
+    return {k: v for k, v in os.environ.items()
+            if k not in state.DEFAULTS and not worker.CREDENTIAL_NAME.search(k)}
+
+
 def pip_failure(requirements: Path, stderr: str, keep: list[str], wheels_only: bool = False) -> state.TweakopsError:
     """One line: the requirement pip could not install and pip's reason."""
     errors = [line[len("ERROR: "):].strip() for line in stderr.splitlines() if line.startswith("ERROR: ")]
@@ -243,7 +251,8 @@ def local_python(requirements: Path, runtime: str) -> str:
                 [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
                  "--no-warn-script-location", "-r", str(env_dir / "requirements.txt"),
                  "-c", str(env_dir / "constraints.txt"), "-c", str(CONSTRAINTS)],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PIP_TIMEOUT)
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PIP_TIMEOUT,
+                env=install_env())
         except subprocess.TimeoutExpired:
             shutil.rmtree(env_dir, ignore_errors=True)
             raise state.TweakopsError(f"{requirements}: pip did not finish in {PIP_TIMEOUT}s; is PyPI reachable?",

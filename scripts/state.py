@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -41,6 +42,7 @@ EXIT_PUBLISH_FAILED = 6   # commit or push failed
 EXIT_NOTIFY_FAILED = 7    # SMTP or webhook failed
 EXIT_NO_TWEAK_LEFT = 8    # tweak: every rule has been tried
 EXIT_NO_CHANGE = 9        # fetch --if-changed: the remote head did not move
+EXIT_BUSY = 10            # another run holds this STATE_DIR (pipeline --wait queues instead)
 
 # ---------------------------------------------------------------------------
 # Configuration: one block of defaults, grouped by topic. Type is the default's type
@@ -61,8 +63,10 @@ DEFAULTS: dict[str, object] = {
     "IMAGE_KERAS": "tweakops/keras:latest",      # image for cnn, rnn, mlp
     "IMAGE_SKLEARN": "tweakops/sklearn:latest",  # image for sklearn
     "IMAGE_GPU": "tweakops/keras-gpu:latest",    # image for cnn, rnn, mlp when GPUS is set
-    "TRAIN_MEMORY": "4g",               # docker --memory
+    "TRAIN_MEMORY": "4g",               # memory one attempt may use (docker --memory; watched locally)
     "TRAIN_CPUS": "2",                  # docker --cpus
+    "TRAIN_TIMEOUT": 1800,              # seconds one attempt may run before it is stopped; 0 = no limit
+    "TRAIN_ENV": "",                    # names of environment variables the model's script may see (comma-separated)
     "GPUS": "",                         # docker --gpus value ("all") on GPU agents
     "TF_CPP_MIN_LOG_LEVEL": "2",        # quiet TensorFlow's C++ log (never the script's output)
     "WARM_WORKER": True,                # local runner: attempts fork from a worker that imported TensorFlow once
@@ -99,7 +103,7 @@ DEFAULTS: dict[str, object] = {
     "JENKINS_TOKEN": "",
     "JENKINS_LABEL": "",                # node label the jobs run on (docker, gpu); "" = any node
     "JENKINS_TWEAKOPS_HOME": "",        # tweakops on the Jenkins agents; "" = this directory
-    "JENKINS_BUILD_TOKEN": "",          # job 1's remote build token (hooks); "" = generated in STATE_DIR
+    "JENKINS_BUILD_TOKEN": "",          # job 1's remote build token (hooks); "" = generated in build/secrets/
     "JENKINS_GIT_CREDENTIALS": "",      # Jenkins credentials id for MODEL_REPO; "" = none needed
     "DOCKER_REGISTRY": "",              # host[:port] that make images-push/images-pull use
     # images (make images)
@@ -301,21 +305,157 @@ def state_dir(cfg: dict) -> Path:
     return path
 
 
+_HELD: dict[str, int] = {}   # lock files this process holds (re-entrant: a nested locked() is free)
+LOCK_PATIENCE = 60.0         # seconds a stage waits for a short STATE_DIR lock before it says who holds it
+
+
+def _owner_line(what: str = "") -> str:
+    pid = os.getpid()
+    return json.dumps({"pid": pid, "start": _process_start(pid), "since": now_iso(), "what": what or _me()})
+
+
+def _me() -> str:
+    return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/PID/stat), against PID reuse."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def lock_holder(path: Path) -> str:
+    """Who wrote the lock file last (pid, what, since): for the "held by" line."""
+    try:
+        owner = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "an unknown process"
+    if not isinstance(owner, dict) or not owner.get("pid"):
+        return "an unknown process"
+    return f"pid {owner['pid']} ({owner.get('what') or '?'}, since {owner.get('since') or '?'})"
+
+
 @contextlib.contextmanager
-def locked(cfg: dict, name: str = "lock", blocking: bool = True):
-    """Hold an fcntl lock on STATE_DIR/<name>. Yields True, or False when non-blocking and busy."""
+def locked(cfg: dict, name: str = "lock", blocking: bool = True, patience: float | None = None):
+    """Hold an fcntl lock on STATE_DIR/<name>. Yields True, or False when non-blocking and busy.
+
+    Re-entrant within a process. A blocking caller waits at most `patience` seconds
+    (LOCK_PATIENCE), saying once after two who holds the lock, then exits 10 (EXIT_BUSY)
+    naming the holder: a stopped leftover process never blocks a stage silently.
+    """
     path = state_dir(cfg) / name
-    with open(path, "a+") as f:
-        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
-        try:
-            fcntl.flock(f, flags)
-        except BlockingIOError:
-            yield False
-            return
+    key = str(path)
+    if _HELD.get(key):
+        _HELD[key] += 1
         try:
             yield True
         finally:
+            _HELD[key] -= 1
+        return
+    patience = LOCK_PATIENCE if patience is None else patience
+    with open(path, "a+") as f:
+        waited, said = 0.0, False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not blocking:
+                    yield False
+                    return
+                if waited >= patience:
+                    raise TweakopsError(f"{path} is held by {lock_holder(path)} for over {patience:.0f}s; "
+                                        "stop that process (or wait for it) and run again", EXIT_BUSY) from None
+                if waited >= 2 and not said:
+                    info(f"waiting for {path}, held by {lock_holder(path)}")
+                    said = True
+                time.sleep(0.05)
+                waited += 0.05
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(_owner_line() + "\n")
+            f.flush()
+        except OSError:
+            pass
+        _HELD[key] = 1
+        try:
+            yield True
+        finally:
+            _HELD.pop(key, None)
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+RUN_LOCK = "run.lock"
+_RUN_OWNER = "TWEAKOPS_RUN_OWNER"   # pid of the process holding run.lock, inherited by its stages
+
+
+@contextlib.contextmanager
+def run_lock(cfg: dict, what: str, wait: float | None = None):
+    """One run per STATE_DIR: hold STATE_DIR/run.lock while a stage (or the whole
+    pipeline) changes the run. The stages a holder starts (TWEAKOPS_RUN_OWNER in their
+    environment) run under its lock. Busy: exit 10 naming the holder, or with `wait`
+    queue for up to that many seconds. The kernel drops the lock when its holder dies:
+    a lock file left behind by a dead process never blocks anyone."""
+    path = state_dir(cfg) / RUN_LOCK
+    with open(path, "a+") as f:
+        started, said = time.time(), False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _read_owner(path)
+                if holder.get("pid") and str(holder["pid"]) == os.environ.get(_RUN_OWNER):
+                    yield  # a stage of the run that holds it
+                    return
+                if wait is None or time.time() - started >= wait:
+                    how = "make pipeline WAIT=1 (pipeline.py --wait) queues behind it" if wait is None \
+                        else f"waited {wait:.0f}s"
+                    raise TweakopsError(f"another run holds {state_dir(cfg)}: {lock_holder(path)}; {how}, "
+                                        "or give this one its own STATE_DIR", EXIT_BUSY) from None
+                if not said:
+                    info(f"waiting for the run of {lock_holder(path)} to finish (STATE_DIR {state_dir(cfg)})")
+                    said = True
+                time.sleep(0.5)
+        f.seek(0)
+        f.truncate()
+        f.write(_owner_line(what) + "\n")
+        f.flush()
+        before = os.environ.get(_RUN_OWNER)
+        os.environ[_RUN_OWNER] = str(os.getpid())
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(_RUN_OWNER, None)
+            else:
+                os.environ[_RUN_OWNER] = before
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_owner(path: Path) -> dict:
+    try:
+        owner = json.loads(path.read_text() or "{}")
+        return owner if isinstance(owner, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def run_owner(cfg: dict) -> dict | None:
+    """The live process holding STATE_DIR/run.lock ({pid, what, since}), or None."""
+    path = state_dir(cfg) / RUN_LOCK
+    if not path.exists():
+        return None
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_owner(path) or {"pid": None}
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
 
 
 def run_env_path(cfg: dict) -> Path:
@@ -323,7 +463,10 @@ def run_env_path(cfg: dict) -> Path:
 
 
 def read_run(cfg: dict) -> dict[str, str]:
-    return read_env(run_env_path(cfg))
+    try:
+        return read_env(run_env_path(cfg))
+    except TweakopsError as exc:
+        raise TweakopsError(f"{exc} in the run state; delete that line, or start a new run with make fetch") from None
 
 
 def update_run(cfg: dict, **values: object) -> dict[str, str]:
@@ -366,21 +509,50 @@ def history_path(cfg: dict) -> Path:
 
 
 def read_history(cfg: dict) -> list[dict]:
-    records = []
+    """The attempts, one per line. A line that is not a JSON object (torn by a crash or a
+    power loss mid-write, or edited by hand) is reported once and moved aside to
+    history.jsonl.torn; the others are kept as they are."""
+    path = history_path(cfg)
     try:
-        lines = history_path(cfg).read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return []
+    records, torn = [], []
     for line in lines:
-        line = line.strip()
-        if not line:
+        if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            # a line torn by a crash mid-append: skip it, keep the others
-            continue
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            torn.append(line)
+    if torn:
+        _set_aside(cfg, path, torn)
     return records
+
+
+def _set_aside(cfg: dict, path: Path, torn: list[str]) -> None:
+    aside = path.with_name(path.name + ".torn")
+    with locked(cfg):
+        good, bad = [], []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.strip():
+                try:
+                    (good if isinstance(json.loads(line), dict) else bad).append(line)
+                except json.JSONDecodeError:
+                    bad.append(line)
+        if not bad:
+            return  # another process set them aside first
+        with open(aside, "a", encoding="utf-8") as f:
+            f.writelines(f"{line}\n" for line in bad)
+            f.flush()
+            os.fsync(f.fileno())
+        atomic_write(path, "".join(f"{line}\n" for line in good))
+    warn(f"{path}: {len(bad)} torn line(s) (a crash mid-write?) moved aside to {aside}; "
+         "the other attempts are kept")
 
 
 def append_history(cfg: dict, record: dict) -> None:
@@ -422,11 +594,22 @@ def git(cfg: dict, *args: str, cwd: str | os.PathLike | None = None, check: bool
         env[f"GIT_{role}_NAME"] = cfg["GIT_AUTHOR_NAME"]
         env[f"GIT_{role}_EMAIL"] = cfg["GIT_AUTHOR_EMAIL"]
     env["GIT_TERMINAL_PROMPT"] = "0"  # never wait on a password prompt (no stdin in CI)
+    repo = str(cfg.get("MODEL_REPO") or "")
+    if without_credentials(repo) != repo:
+        # the credential in MODEL_REPO, for git alone: the checkout's origin has none
+        n = int(env.get("GIT_CONFIG_COUNT") or 0)
+        env.update({"GIT_CONFIG_COUNT": str(n + 1), f"GIT_CONFIG_KEY_{n}": f"url.{repo}.insteadOf",
+                    f"GIT_CONFIG_VALUE_{n}": without_credentials(repo)})
     proc = subprocess.run(["git", *args], cwd=cwd, env=env, text=True, capture_output=True)
     if check and proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise TweakopsError(f"{what} failed: {scrub(last)}", EXIT_FAILURE)
     return proc
+
+
+def without_credentials(url: str) -> str:
+    """A URL without its user:token part (https://user:secret@host/x -> https://host/x)."""
+    return re.sub(r"^(\w[\w+.-]*://)[^/@\s]+@", r"\1", url)
 
 
 def scrub(text: str) -> str:
@@ -485,11 +668,14 @@ def main(fn, argv=None) -> None:
     """Run fn(argv) -> int and exit; a TweakopsError becomes one `error: …` line."""
     try:
         code = fn(argv)
+        if code == EXIT_OK:
+            _clear_failure()
     except TweakopsError as exc:
-        if os.environ.get("DEBUG") in ("1", "true"):
+        if _debug():
             traceback.print_exc()
         print(color("31", f"error: {exc}", sys.stderr), file=sys.stderr, flush=True)
         code = exc.code
+        _record_failure(str(exc), code)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         code = 130
@@ -497,11 +683,73 @@ def main(fn, argv=None) -> None:
     sys.exit(code or 0)
 
 
-def _record_exit(code: int) -> None:
-    """STATE_DIR/exit_code keeps the last stage's exact code: make itself always exits 2."""
+def hold_run(cfg: dict, what: str, wait: float | None = None) -> None:
+    """Hold STATE_DIR/run.lock (run_lock) until this process exits."""
+    hold = run_lock(cfg, what, wait)
+    hold.__enter__()
+    _HOLDS.append(hold)
+
+
+_HOLDS: list = []
+
+
+def _debug() -> bool:
+    """DEBUG from the environment or .env (a broken .env: the environment alone)."""
     try:
-        atomic_write(Path(config()["STATE_DIR"]) / "exit_code", f"{code}\n")
+        return bool(config()["DEBUG"])
+    except TweakopsError:
+        return os.environ.get("DEBUG", "").lower() in ("1", "true", "yes", "on")
+
+
+def _state_dir_anyway() -> Path:
+    """STATE_DIR even when the configuration is broken (the error being recorded)."""
+    try:
+        return Path(config()["STATE_DIR"])
+    except TweakopsError:
+        raw = os.environ.get("STATE_DIR")
+        if raw is None:
+            try:
+                raw = read_env(Path(os.environ.get("TWEAKOPS_ENV_FILE") or ROOT / ".env")).get("STATE_DIR")
+            except TweakopsError:
+                raw = None
+        return _abspath(raw or str(DEFAULTS["STATE_DIR"]))
+
+
+STAGES = {"fetch": "fetch", "detect_type": "detect", "train": "train", "parse_accuracy": "accuracy",
+          "tweak": "tweak", "confirm": "confirm", "publish": "publish"}
+
+
+def _record_failure(message: str, code: int) -> None:
+    """A stage's error in run.env (FAILED_STAGE, FAILURE; publish: PUBLISH_ERROR) for the
+    message to the developer; never when another run holds STATE_DIR (its state is not ours)."""
+    name = STAGES.get(Path(sys.argv[0]).stem) if sys.argv else None
+    if name is None or code == EXIT_BUSY:
+        return
+    try:
+        extra = {"PUBLISH_ERROR": message} if name == "publish" else {}
+        update_run(config(), FAILED_STAGE=name, FAILURE=message, **extra)
     except (TweakopsError, OSError):
+        pass
+
+
+def _clear_failure() -> None:
+    """The stage that failed last time succeeded: its failure is over."""
+    name = STAGES.get(Path(sys.argv[0]).stem) if sys.argv else None
+    try:
+        if name and read_run(cfg := config()).get("FAILED_STAGE") == name:
+            update_run(cfg, FAILED_STAGE=None, FAILURE=None, PUBLISH_ERROR=None)
+    except (TweakopsError, OSError):
+        pass
+
+
+def _record_exit(code: int) -> None:
+    """STATE_DIR/exit_code keeps the last stage's exact code (make itself always exits 2),
+    a configuration error's too: never an earlier stage's code left behind."""
+    try:
+        sd = _state_dir_anyway()
+        if sd.is_dir():
+            atomic_write(sd / "exit_code", f"{code}\n")
+    except OSError:
         pass
 
 

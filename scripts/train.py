@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import attempts
 import diagnose
 import jobs
 import runners
@@ -39,19 +40,27 @@ import state
 LOG_TAIL = 20
 
 
-def best_source_path(cfg: dict, model_file: str) -> Path:
-    return state.state_dir(cfg) / "best" / Path(model_file).name
-
-
 def unified_diff(old: str, new: str, name: str) -> str:
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{name}", f"b/{name}"))
 
 
-def follow(log: Path, offset: int, runner: runners.Runner, fields: dict) -> int:
-    """Copy the log to stdout as it grows until the run ends; return the exit code."""
+class Stopped(Exception):
+    """follow() stopped the attempt: `status` (attempts.HUNG, attempts.TIMEOUT) and why."""
+
+    def __init__(self, status: str, why: str):
+        super().__init__(why)
+        self.status = status
+
+
+def follow(log: Path, offset: int, runner: runners.Runner, fields: dict, cfg: dict, until: float | None) -> int:
+    """Copy the log to stdout as it grows until the run ends; return the exit code.
+
+    The attempt is stopped when it makes no progress for HEARTBEAT_TIMEOUT seconds
+    (Stopped(HUNG)) or runs past `until`, the end of its TRAIN_TIMEOUT (Stopped(TIMEOUT))."""
     out = sys.stdout.buffer
     with open(log, "rb") as f:
         f.seek(offset)
+        checked = 0.0
         while True:
             chunk = f.read(65536)
             if chunk:
@@ -60,6 +69,14 @@ def follow(log: Path, offset: int, runner: runners.Runner, fields: dict) -> int:
                 continue
             if not runner.alive(fields):
                 break
+            if time.time() - checked > 1:
+                checked = time.time()
+                stop = overdue(cfg, until)
+                if stop is not None:
+                    runner.stop(fields)
+                    out.write(f.read())
+                    out.flush()
+                    raise stop
             time.sleep(0.2)
         code = runner.wait(fields)
         out.write(f.read())
@@ -67,16 +84,23 @@ def follow(log: Path, offset: int, runner: runners.Runner, fields: dict) -> int:
     return code
 
 
+def overdue(cfg: dict, until: float | None) -> Stopped | None:
+    run = state.read_run(cfg)
+    if until is not None and time.time() > until:
+        return Stopped(attempts.TIMEOUT, f"ran past TRAIN_TIMEOUT={cfg['TRAIN_TIMEOUT']}s and was stopped; "
+                                        "raise TRAIN_TIMEOUT or make the script train faster")
+    age = attempts.heartbeat_age(cfg, run)
+    if cfg["HEARTBEAT_TIMEOUT"] and age > cfg["HEARTBEAT_TIMEOUT"]:
+        return Stopped(attempts.HUNG, f"is hung: no progress for {age:.0f}s (HEARTBEAT_TIMEOUT="
+                                     f"{cfg['HEARTBEAT_TIMEOUT']}); stopped it")
+    return None
+
+
 def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
     try:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def next_attempt(cfg: dict) -> int:
-    """Attempts are numbered across the lineage: one more than any in the history."""
-    return max([0, *(r.get("attempt") or 0 for r in state.read_history(cfg))]) + 1
 
 
 def trained_before(cfg: dict, source_hash: str) -> dict | None:
@@ -92,15 +116,12 @@ def reuse(cfg: dict, run: dict, attempt: int, tweak: str, source: str, cached: d
     state.banner("train", f"attempt {attempt}: this source was trained in attempt {cached['attempt']} "
                  f"(accuracy {cached['accuracy']:.4f}); not training it again (--force does)")
     sd = state.state_dir(cfg)
-    record = {
-        "attempt": attempt, "run": run.get("RUN_ID", ""), "commit": run.get("COMMIT", ""),
-        "source_hash": cached["source_hash"], "tweak": tweak or "baseline", "rule": "", "parent": None,
-        "diff": "", "accuracy": None, "duration": 0.0, "exit_code": 0, "runner": "cache",
-        "outcome": "trained", "cached_from": cached["attempt"], "restarts": 0,
-        "log": cached.get("log", ""), "metrics": cached.get("metrics", ""), "started_at": state.now_iso(),
-    }
+    record = attempts.new_record(run, attempt, source_hash=cached["source_hash"], tweak=tweak or "baseline",
+                                 rule="", parent=None, runner="cache", cached_from=cached["attempt"], restarts=0,
+                                 log=cached.get("log", ""), metrics=cached.get("metrics", ""),
+                                 started_at=state.now_iso())
     state.append_history(cfg, record)
-    state.update_run(cfg, ATTEMPT=attempt, STATUS="trained", RUNNER="cache", EXIT_CODE=0, DURATION=0,
+    state.update_run(cfg, ATTEMPT=attempt, STATUS=attempts.TRAINED, RUNNER="cache", EXIT_CODE=0, DURATION=0,
                      LOG=str(sd / record["log"]) if record["log"] else None,
                      METRICS=str(sd / record["metrics"]) if record["metrics"] else None,
                      ACCURACY=None, ACCURACY_SOURCE=None, TWEAK=tweak or None, RESTARTS=0)
@@ -157,12 +178,12 @@ def main(argv=None) -> int:
                              "no time cap; booked as its confirmation (scripts/confirm.py)")
     args = parser.parse_args(argv)
     cfg = state.config()
+    state.hold_run(cfg, "train", wait=60 if args.resume else None)
     run = state.read_run(cfg)
     if not run.get("MODEL_FILE") or not run.get("MODEL_TYPE"):
         raise state.TweakopsError("no model detected yet; run make fetch detect first")
-    checkout = Path(cfg["CHECKOUT_DIR"])
     model_file = run["MODEL_FILE"]
-    source_path = checkout / model_file
+    source_path = attempts.model_path(cfg, model_file)
     if not source_path.is_file():
         raise state.TweakopsError(f"{source_path} not found; run make fetch detect first")
     sd = state.state_dir(cfg)
@@ -173,9 +194,9 @@ def main(argv=None) -> int:
         attempt = int(run["ATTEMPT"])
         restarts = int(run.get("RESTARTS") or 0)
     else:
-        attempt = next_attempt(cfg)
+        attempt = attempts.next_number(cfg)   # never an earlier attempt's number: nothing is overwritten
         restarts = 0
-    tweaked = run.get("STATUS") == "tweaked" or (args.resume and bool(run.get("TWEAK")))
+    tweaked = run.get("STATUS") == attempts.TWEAKED or (args.resume and bool(run.get("TWEAK")))
     tweak = run.get("TWEAK", "") if tweaked else ""
     confirms = args.confirm if args.confirm is not None else (
         int(run["CONFIRMS"]) if args.resume and str(run.get("CONFIRMS") or "").isdigit() else None)
@@ -183,20 +204,15 @@ def main(argv=None) -> int:
         tweaked, tweak = False, f"confirmation of attempt {confirms} (from scratch)"
 
     runner = runners.get(cfg["RUNNER"], cfg)
-    best_path = best_source_path(cfg, model_file)
+    best_path = attempts.best_source(cfg, model_file)
     best_attempt = run.get("BEST_ATTEMPT")
     # the hopeless-attempt stop compares with the best's curve; never for a confirmation
     # (the best's curve may owe its height to a warm start)
-    reference = sd / f"metrics/attempt-{best_attempt}.json" if best_attempt and confirms is None else None
+    reference = sd / attempts.files(int(best_attempt))["metrics"] if str(best_attempt or "").isdigit() \
+        and confirms is None else None
     job = jobs.job_for(cfg, run, attempt, reference if reference is not None and reference.exists() else None)
     job.warm_from, job.warm_epochs = warm_start(cfg, run, tweaked)
     job.deadline = deadline(cfg, run) if confirms is None else None
-    if not args.resume:
-        # a fresh attempt starts clean: no metrics, result or checkpoint of an earlier try
-        for rel in (job.state_path("metrics"), job.state_path("result"), runners.weights_path(attempt)):
-            (sd / rel).unlink(missing_ok=True)
-        shutil.rmtree(sd / job.state_path("checkpoints"), ignore_errors=True)
-        job.log.unlink(missing_ok=True)
 
     source = state.read_source(source_path)
     if not args.resume and not args.force and confirms is None:
@@ -208,6 +224,8 @@ def main(argv=None) -> int:
     job.log.parent.mkdir(parents=True, exist_ok=True)
     offset = job.log.stat().st_size if job.log.exists() else 0
     started = time.time()
+    before = float(run.get("DURATION") or 0) if args.resume else 0.0   # time before the crash counts
+    until = started + cfg["TRAIN_TIMEOUT"] - before if cfg["TRAIN_TIMEOUT"] else None
     result_path = sd / job.state_path("result")
     if args.resume and runners.read_result(result_path) == 0:
         # it finished while nobody followed it: book it, never train it again
@@ -220,32 +238,44 @@ def main(argv=None) -> int:
         fields.update(RESULT=str(result_path))
         code = None
     state.update_run(
-        cfg, ATTEMPT=attempt, STATUS="running", RUNNER=runner.name, STARTED_AT=state.now_iso(),
+        cfg, ATTEMPT=attempt, STATUS=attempts.RUNNING, RUNNER=runner.name, STARTED_AT=state.now_iso(),
         LOG=str(job.log), METRICS=str(sd / job.state_path("metrics")), EXIT_CODE=None,
         DURATION=None, ACCURACY=None, ACCURACY_SOURCE=None, RESTARTS=restarts, TWEAK=tweak or None,
         PID=fields.get("PID"), PID_START=fields.get("PID_START"), CONTAINER=fields.get("CONTAINER"),
         RESULT=fields["RESULT"], FOLLOWER_PID=os.getpid(), FOLLOWER_PID_START=runners.process_start_time(os.getpid()),
-        CONFIRMS=confirms)
+        CONFIRMS=confirms, FAILURE_REASON=None)
+    stopped = None   # why tweakops ended the attempt: hung, timeout, oom
     if code is None:
-        code = follow(job.log, offset, runner, fields)
-    duration = round(time.time() - started, 1)
-    if args.resume:
-        duration = round(duration + float(run.get("DURATION") or 0), 1)  # time before the crash counts
+        try:
+            code = follow(job.log, offset, runner, fields, cfg, until)
+        except Stopped as exc:
+            stopped = exc
+            code = runners.EXIT_KILLED
+        except state.TweakopsError as exc:
+            if state.read_run(cfg).get("STATUS") != attempts.OOM:
+                raise
+            stopped = Stopped(attempts.OOM, str(exc))
+            code = runners.EXIT_KILLED
+    duration = round(time.time() - started + before, 1)
 
+    if stopped is not None and stopped.status == attempts.HUNG:
+        # like a kill: left open for the watchdog, which restarts it from its checkpoint
+        state.update_run(cfg, STATUS=attempts.HUNG, EXIT_CODE=code, DURATION=duration)
+        raise state.TweakopsError(f"attempt {attempt} {stopped}: make watchdog restarts it from its checkpoint "
+                                  f"({job.log})", state.EXIT_FAILURE)
     failed = code != 0
-    status = "trained" if not failed else ("crashed" if code == runners.EXIT_KILLED else "failed")
+    status = attempts.TRAINED if not failed else (
+        stopped.status if stopped is not None else attempts.CRASHED if code == runners.EXIT_KILLED else attempts.FAILED)
     best_source = state.read_source(best_path) if best_path.exists() else None
-    record = {
-        "attempt": attempt, "run": run.get("RUN_ID", ""), "commit": run.get("COMMIT", ""),
-        "source_hash": state.source_hash(source), "tweak": tweak or "baseline",
-        "rule": run.get("TWEAK_RULE", "") if tweak else "",
-        "parent": parent_of(run) if tweak else None,
-        "diff": unified_diff(best_source, source, model_file) if best_source is not None else "",
-        "accuracy": None, "duration": duration, "exit_code": code, "runner": runner.name,
-        "outcome": "failed" if failed else "trained", "restarts": restarts,
-        "log": f"logs/attempt-{attempt}.log", "metrics": job.state_path("metrics"),
-        "started_at": run.get("STARTED_AT") if args.resume else state.now_iso(),
-    }
+    record = attempts.new_record(
+        run, attempt, source_hash=state.source_hash(source), tweak=tweak or "baseline",
+        rule=run.get("TWEAK_RULE", "") if tweak else "", parent=parent_of(run) if tweak else None,
+        diff=unified_diff(best_source, source, model_file) if best_source is not None else "",
+        duration=duration, exit_code=code, runner=runner.name,
+        outcome=attempts.FAILED_OUTCOME if failed else attempts.TRAINED_OUTCOME, restarts=restarts,
+        metrics=job.state_path("metrics"), started_at=run.get("STARTED_AT") if args.resume else state.now_iso())
+    if stopped is not None:
+        record["reason"] = stopped.status
     if confirms is not None:
         record.update(rule="confirm", parent=confirms, confirms=confirms, diff="")
     elif tweak:   # why this change was made: the parent's diagnosis and the move (tweak.py)
@@ -257,13 +287,13 @@ def main(argv=None) -> int:
         record["epochs_run"] = len(metrics["epochs"])               # epochs this attempt trained
     if job.warm_from is not None:
         record["warm_from"] = parent_of(run)
-    if code == runners.EXIT_KILLED:
+    if status == attempts.CRASHED:
         # killed from outside: leave the attempt open for the watchdog to restart
-        state.update_run(cfg, STATUS="crashed", EXIT_CODE=code, DURATION=duration)
+        state.update_run(cfg, STATUS=attempts.CRASHED, EXIT_CODE=code, DURATION=duration)
         raise state.TweakopsError(f"attempt {attempt} was killed; make watchdog restarts it from its checkpoint ({job.log})", state.EXIT_FAILURE)
     state.append_history(cfg, record)
     state.update_run(cfg, STATUS=status, EXIT_CODE=code, DURATION=duration, PID=None, PID_START=None,
-                     CONTAINER=None)
+                     CONTAINER=None, FAILURE_REASON=stopped.status if stopped is not None else None)
     # booked: its checkpoint (kept by the harness past the end of fit, against a kill in
     # the script's evaluate) has nothing left to resume
     shutil.rmtree(sd / job.state_path("checkpoints"), ignore_errors=True)
@@ -274,16 +304,20 @@ def main(argv=None) -> int:
     tail = log_tail(job.log)
     if tail:
         print(f"--- last lines of {job.log} ---\n{tail}\n---", file=sys.stderr)
-    last = state.last_real_line(tail)
+    if stopped is not None:
+        why = f"attempt {attempt} {stopped}" if stopped.status == attempts.TIMEOUT else str(stopped)
+        code_for = {attempts.OOM: state.EXIT_RUNNER_FAILED}.get(stopped.status, state.EXIT_TRAINING_FAILED)
+    else:
+        why = f"training failed (exit {code}): {state.last_real_line(tail)}"
+        code_for = state.EXIT_TRAINING_FAILED
     if confirms is not None:
-        raise state.TweakopsError(f"the confirmation of attempt {confirms} failed (exit {code}): {last}; "
-                                  f"log: {job.log}", state.EXIT_TRAINING_FAILED)
-    if tweak and best_source is not None:
-        state.atomic_write(source_path, best_source)
-        state.update_run(cfg, STATUS="reverted", TWEAK=tweak)
-        state.warn(f"tweak {tweak!r} failed (exit {code}: {last}); reverted to the best source")
+        raise state.TweakopsError(f"the confirmation of attempt {confirms} failed: {why}; log: {job.log}",
+                                  state.EXIT_TRAINING_FAILED)
+    if tweak and attempts.revert_to_best(cfg, run):
+        state.update_run(cfg, STATUS=attempts.REVERTED, TWEAK=tweak)
+        state.warn(f"tweak {tweak!r} failed ({why}); reverted to the best source")
         return state.EXIT_BELOW_TARGET
-    raise state.TweakopsError(f"training failed (exit {code}): {last}; log: {job.log}", state.EXIT_TRAINING_FAILED)
+    raise state.TweakopsError(f"{why}; log: {job.log}", code_for)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ from typing import Callable
 
 import libcst as cst
 
+import attempts
 import buildcheck
 import diagnose
 import search
@@ -129,7 +130,7 @@ def cap_reached(cfg: dict, run: dict, history: list[dict]) -> str | None:
     """
     if run.get("OWN_COMMIT") == "1":
         return "the fetched head is tweakops' own published commit: not tweaking it again"
-    tweaks = sum(1 for r in history if r.get("run") == run.get("RUN_ID") and r.get("tweak") not in (None, "baseline")
+    tweaks = sum(1 for r in attempts.this_run(run, history) if r.get("tweak") not in (None, "baseline")
                  and r.get("outcome") != BUILD_FAILED)   # discarded before training: no tweak spent
     if tweaks >= cfg["MAX_TWEAKS"]:
         return f"MAX_TWEAKS={cfg['MAX_TWEAKS']} tweaks tried in this run"
@@ -149,9 +150,9 @@ def shortest_attempt(cfg: dict, run: dict, history: list[dict]) -> float | None:
     plus one epoch, the smallest seen in this run; None before any attempt trained."""
     sd = state.state_dir(cfg)
     floors = []
-    for record in history:
-        if record.get("run") != run.get("RUN_ID") or not isinstance(record.get("duration"), (int, float)) \
-                or not record.get("metrics") or record.get("outcome") == "failed":
+    for record in attempts.this_run(run, history):
+        if not isinstance(record.get("duration"), (int, float)) \
+                or not record.get("metrics") or record.get("outcome") == attempts.FAILED_OUTCOME:
             continue
         metrics = diagnose.load(sd / record["metrics"])
         epochs = [e.get("time") or 0 for e in (metrics or {}).get("epochs") or []]
@@ -180,14 +181,15 @@ def main(argv=None) -> int:
         return _standalone(args)
 
     cfg = state.config()
+    state.hold_run(cfg, "tweak")
     run = state.read_run(cfg)
     model_file, model_type = run.get("MODEL_FILE", ""), run.get("MODEL_TYPE", "")
     if not model_file or not model_type:
         raise state.TweakopsError(f"{state.run_env_path(cfg)} has no MODEL_FILE/MODEL_TYPE; run make detect first")
     if not rules_for(model_type):
         raise state.TweakopsError(f"no tweak rules for model type {model_type!r}; supported: cnn, rnn, mlp, sklearn")
-    checkout_file = Path(cfg["CHECKOUT_DIR"]) / model_file
-    best_file = state.state_dir(cfg) / "best" / Path(model_file).name
+    checkout_file = attempts.model_path(cfg, model_file)
+    best_file = attempts.best_source(cfg, model_file)
     source_file = best_file if best_file.is_file() else checkout_file
     try:
         source = read_source(source_file)
@@ -214,14 +216,12 @@ def main(argv=None) -> int:
                    f"and paired) was tried on it or gives a source already trained")
         return state.EXIT_NO_TWEAK_LEFT
 
-    attempts = [r.get("attempt") for r in history if isinstance(r.get("attempt"), int)]
-    current = int(run["ATTEMPT"]) if str(run.get("ATTEMPT", "")).isdigit() else 0
-    next_attempt = max([current, *attempts]) + 1
+    next_attempt = attempts.next_number(cfg, history)
     state.bump_counter(cfg)
     # ATTEMPT stays the last trained one: train.py numbers the next attempt (the same max + 1)
     state.update_run(cfg, TWEAK=result.label, TWEAK_RULE=result.rule, TWEAK_MOVE=result.move,
                      TWEAK_WHY=result.why, TWEAK_DIAGNOSIS=result.diagnosis, TWEAK_PARENT=result.parent,
-                     STATUS="tweaked")
+                     STATUS=attempts.TWEAKED)
     sys.stdout.write(unified_diff(source, result.source, model_file))
     state.banner("tweak", f"attempt {next_attempt}: {result.label} (move {result.move}, from attempt "
                           f"{result.parent}, tweak #{number})")
@@ -307,11 +307,11 @@ def tweak_checkout(cfg: dict, run: dict, source: str, history: list[dict], paren
         if reason is None:
             return result
         state.atomic_write(checkout_file, source)
-        record = {"attempt": None, "outcome": BUILD_FAILED, "tweak": result.label, "rule": result.rule,
-                  "move": result.move, "why": result.why, "diagnosis": result.diagnosis,
-                  "parent": result.parent, "source_hash": state.source_hash(result.source),
-                  "diff": unified_diff(source, result.source, model_file), "reason": reason,
-                  "run": run.get("RUN_ID"), "commit": run.get("COMMIT", ""), "started_at": state.now_iso()}
+        record = attempts.new_record(
+            run, None, outcome=BUILD_FAILED, tweak=result.label, rule=result.rule, move=result.move,
+            why=result.why, diagnosis=result.diagnosis, parent=result.parent,
+            source_hash=state.source_hash(result.source), diff=unified_diff(source, result.source, model_file),
+            reason=reason, started_at=state.now_iso(), restarts=0)
         state.append_history(cfg, record)
         history.append(record)
         state.info(f"tweak: {result.label} (move {result.move}) does not build, discarded "

@@ -1,10 +1,13 @@
 """Job 6: restart a dead or hung training; it resumes from its last checkpoint.
 
 Run by cron every minute (`make cron-install`) and safe to run at any time: a lock
-makes exactly one watchdog act, and it acts only on a run marked in progress
-(STATUS running, crashed or oom) whose process or container is gone, or whose
-heartbeat is older than HEARTBEAT_TIMEOUT (hung: it is stopped first). A run whose
-harness wrote exit code 0 finished cleanly and is never restarted.
+makes exactly one watchdog act, and it acts only on a run that no live process owns
+(STATE_DIR/run.lock free: a live train.py or pipeline stops a hung attempt itself)
+and that is marked in progress (STATUS running, crashed or hung) whose process or
+container is gone, or whose heartbeat is older than HEARTBEAT_TIMEOUT (hung: it is
+stopped first). An attempt stopped for memory (oom) or time (timeout) is never
+restarted into the same wall. A run whose harness wrote exit code 0 finished cleanly
+and is never restarted.
 
 A restart re-runs the same attempt with the same source (`train.py --resume`); the
 harness's BackupAndRestore resumes at the epoch reached, with the optimizer state.
@@ -30,7 +33,7 @@ output appended to STATE_DIR/logs/cron.log.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import os
 import shlex
 import shutil
 import subprocess
@@ -38,10 +41,11 @@ import sys
 import time
 from pathlib import Path
 
+import attempts
 import runners
 import state
 
-IN_PROGRESS = ("running", "crashed", "oom")
+IN_PROGRESS = attempts.IN_PROGRESS   # an oom attempt is never restarted into the same wall
 SCRIPTS = Path(__file__).resolve().parent
 
 
@@ -54,19 +58,7 @@ def log(cfg: dict, message: str) -> None:
     state.info(f"watchdog: {message}")
 
 
-def heartbeat_age(cfg: dict, run: dict) -> float:
-    """Seconds since the last sign of life: the heartbeat, or the start of the attempt."""
-    times = []
-    beat = state.state_dir(cfg) / "heartbeat"
-    try:
-        parts = beat.read_text().split()
-        if parts and parts[0] == run.get("ATTEMPT"):
-            times.append(float(parts[3]))
-    except (OSError, ValueError, IndexError):
-        pass
-    if run.get("STARTED_AT"):
-        times.append(dt.datetime.fromisoformat(run["STARTED_AT"]).timestamp())
-    return time.time() - max(times) if times else float("inf")
+heartbeat_age = attempts.heartbeat_age
 
 
 def spawn(cfg: dict, script: str, *args: str) -> int:
@@ -76,22 +68,19 @@ def spawn(cfg: dict, script: str, *args: str) -> int:
     out = state.state_dir(cfg) / "logs" / f"watchdog-restart-{n}.log"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "ab") as f:
+        env = {k: v for k, v in os.environ.items() if k != "TWEAKOPS_RUN_OWNER"}
         proc = subprocess.Popen([sys.executable, "-u", str(SCRIPTS / f"{script}.py"), *args],
                                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=state.ROOT)
+                                start_new_session=True, cwd=state.ROOT, env=env)
     return proc.pid
 
 
 def give_up(cfg: dict, run: dict, why: str) -> None:
     attempt = int(run.get("ATTEMPT") or 0)
-    state.append_history(cfg, {
-        "attempt": attempt, "run": run.get("RUN_ID", ""), "commit": run.get("COMMIT", ""),
-        "tweak": run.get("TWEAK") or "baseline", "rule": run.get("TWEAK_RULE", ""), "accuracy": None,
-        "duration": float(run.get("DURATION") or 0), "exit_code": int(run.get("EXIT_CODE") or 1),
-        "outcome": "failed", "restarts": int(run.get("RESTARTS") or 0),
-        "log": f"logs/attempt-{attempt}.log", "metrics": f"metrics/attempt-{attempt}.json",
-        "started_at": run.get("STARTED_AT", ""), "diff": "", "source_hash": ""})
-    state.update_run(cfg, STATUS="failed", NEXT_RESTART_AT=None)
+    state.append_history(cfg, attempts.new_record(
+        run, attempt, duration=float(run.get("DURATION") or 0), exit_code=int(run.get("EXIT_CODE") or 1),
+        outcome=attempts.FAILED_OUTCOME, reason="gave up", started_at=run.get("STARTED_AT", "")))
+    state.update_run(cfg, STATUS=attempts.FAILED, NEXT_RESTART_AT=None)
     log(cfg, f"attempt {attempt} gave up: {why}")
     tail = ""
     if run.get("LOG"):
@@ -100,11 +89,12 @@ def give_up(cfg: dict, run: dict, why: str) -> None:
         except OSError:
             pass
     import notify
+    import report
 
     try:
-        notify.send(cfg, f"[tweakops] failure: attempt {attempt} of {run.get('MODEL_FILE', '?')} keeps crashing",
+        notify.send(cfg, f"failure: attempt {attempt} of {run.get('MODEL_FILE', '?')} keeps crashing",
                     f"The watchdog restarted attempt {attempt} {run.get('RESTARTS')} times and gave up: {why}.\n\n"
-                    f"Last lines of {run.get('LOG', 'the log')}:\n\n{tail}\n")
+                    f"Last lines of {run.get('LOG', 'the log')}:\n\n{tail}\n", to=report.author(run))
     except state.TweakopsError as exc:
         log(cfg, f"could not notify: {exc}")
 
@@ -116,6 +106,11 @@ def alive_pid(run: dict, who: str) -> bool:
 
 
 def check(cfg: dict) -> str:
+    owner = state.run_owner(cfg)
+    if owner is not None:
+        # a live train.py or pipeline looks after its own attempt (it stops a hung one itself)
+        return (f"nothing to do: a live run owns {cfg['STATE_DIR']} (pid {owner.get('pid') or '?'}, "
+                f"{owner.get('what') or '?'}, since {owner.get('since') or '?'})")
     run = state.read_run(cfg)
     status = run.get("STATUS", "")
     if status not in IN_PROGRESS:
@@ -185,7 +180,7 @@ def cron(cfg: dict, action: str) -> int:
     """Add (install) or drop (remove) this checkout's crontab line; other lines are kept."""
     if not shutil.which("crontab"):
         raise state.TweakopsError("crontab not found: install cron (apt-get install cron) "
-                                  "or use the systemd timer in the README", state.EXIT_BAD_INPUT)
+                                  "or use the systemd timer in docs/watchdog.md", state.EXIT_BAD_INPUT)
     # `crontab -l` exits 1 with "no crontab for <user>": an empty table
     listed = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
     lines = [line for line in listed.stdout.splitlines() if not line.endswith(cron_mark())] \

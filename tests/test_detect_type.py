@@ -68,11 +68,14 @@ def test_detect_type_finds_the_single_script_that_calls_fit(project):
 def test_detect_type_of_an_unsupported_framework_keeps_the_state_valid(project):
     project.push_change("model.py", (FIXTURES / "torch_net.py").read_text())
     assert project.script("fetch").returncode == 0
-    before = (project.state / "run.env").read_text()
+    before = project.run_env()
     result = project.script("detect_type")
     assert result.returncode == 2
     assert "error: model.py: PyTorch is not supported" in result.stderr
-    assert (project.state / "run.env").read_text() == before
+    # the run is as fetch left it, plus the failure for the message to the developer
+    after = project.run_env()
+    assert after.pop("FAILED_STAGE") == "detect" and "PyTorch is not supported" in after.pop("FAILURE")
+    assert after == before
 
 
 # ---------------------------------------------------------------------------

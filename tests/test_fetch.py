@@ -30,7 +30,8 @@ def test_fetch_of_a_missing_repository_is_one_clear_line(project):
     result = project.script("fetch", MODEL_REPO=str(project.root / "nope.git"))
     assert result.returncode == 2
     assert f"error: MODEL_REPO {project.root / 'nope.git'} does not exist" in result.stderr
-    assert not (project.state / "run.env").exists()
+    # no run starts; only the failure is kept, for the message to the developer
+    assert project.run_env() == {"FAILED_STAGE": "fetch", "FAILURE": result.stderr.strip().splitlines()[-1].removeprefix("error: ")}
 
 
 def test_fetch_of_a_missing_branch_names_the_branches_there(project):
