@@ -13,14 +13,14 @@ in from the configuration before jenkins-jobs runs, so the same YAML serves any 
   JENKINS_GIT_CREDENTIALS  Jenkins credentials id to clone MODEL_REPO ("" = none)
   GIT_AUTHOR_NAME          commits by this author (tweakops' own publish) start no build
   JENKINS_BUILD_TOKEN      job 1's remote build token; "" = a random one, generated once
-                           and kept in STATE_DIR/jenkins_build_token (the hooks read it)
+                           and kept in build/secrets/jenkins_build_token-<STATE_DIR hash> (the hooks read it)
 
 Deploy also reads JENKINS_URL, JENKINS_USER and JENKINS_TOKEN (a user's API token). They
 reach jenkins-jobs through a temporary jenkins_jobs.ini (mode 0600, removed afterwards),
 never on a command line or in the log. Every job is uploaded each time (no JJB cache):
 Jenkins ends up with exactly what the YAML says.
 
-Writes: build/jenkins/ (render; emptied first), STATE_DIR/jenkins_build_token.
+Writes: build/jenkins/ (render; emptied first), build/secrets/jenkins_build_token-<hash>.
 Exit codes: 0; 2 bad configuration (one line says what to set); 1 jenkins-jobs failed
 (its last line is shown; DEBUG=1 shows all of it).
 """
@@ -28,6 +28,7 @@ Exit codes: 0; 2 bad configuration (one line says what to set); 1 jenkins-jobs f
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import secrets
@@ -58,17 +59,26 @@ SITE_KEYS = {
 }
 
 
+def token_path(cfg: dict) -> Path:
+    """Where the generated build token of this STATE_DIR is kept: outside STATE_DIR, which
+    the Docker runner mounts into the model's container."""
+    key = hashlib.sha256(str(Path(cfg["STATE_DIR"]).resolve()).encode()).hexdigest()[:12]
+    return state.ROOT / "build" / "secrets" / f"jenkins_build_token-{key}"
+
+
 def build_token(cfg: dict, create: bool = False) -> str:
-    """JENKINS_BUILD_TOKEN, else the one generated in STATE_DIR ("" if none and not create)."""
+    """JENKINS_BUILD_TOKEN, else the one generated for this STATE_DIR ("" if none and not create)."""
     if cfg["JENKINS_BUILD_TOKEN"]:
         return cfg["JENKINS_BUILD_TOKEN"]
-    path = state.state_dir(cfg) / "jenkins_build_token"
+    path = token_path(cfg)
     with state.locked(cfg):
         if path.exists():
             return path.read_text().strip()
         if not create:
             return ""
         token = secrets.token_hex(20)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
         state.atomic_write(path, token + "\n")
         path.chmod(0o600)
         state.info(f"generated job 1's build token in {path} (set JENKINS_BUILD_TOKEN to choose one)")
@@ -77,6 +87,8 @@ def build_token(cfg: dict, create: bool = False) -> str:
 
 def site_values(cfg: dict) -> dict[str, str]:
     values = {var: str(cfg[key]) for var, key in SITE_KEYS.items()}
+    # job 1's SCM URL never carries a credential: Jenkins takes it from JENKINS_GIT_CREDENTIALS
+    values["model_repo"] = state.without_credentials(values["model_repo"])
     values["tweakops_home"] = values["tweakops_home"] or str(state.ROOT)
     if re.search(r'["$`\\]', values["tweakops_home"]):  # it sits in a double-quoted shell word
         raise state.TweakopsError(f"JENKINS_TWEAKOPS_HOME={values['tweakops_home']!r}: use a path without quotes, $, ` or backslashes")

@@ -1,9 +1,14 @@
 """Job 5: tell the developer how the run went — e-mail over SMTP, a webhook, and always a copy on disk.
 
-The message: a subject that says success / target not reached / failure, then the
-accuracy against the target, the table of attempts and the diff of the published
-change (plain text and HTML). When report.py has written STATE_DIR/report/summary.md
-for this run, that is the body and report/accuracy.png is attached.
+This is the transport. What the message says is composed by report.message() (the
+report's composer: the verdict and what to do, the summary table with the why of each
+attempt, the change kept, the accuracy plot inlined); it writes the report first when
+it is missing or older than the run's state, so the message carries it whichever runs
+first (under Jenkins job 5 runs before the logs job).
+
+A failed stage (run.env FAILED_STAGE and FAILURE, written by the pipeline) or a run whose
+attempt failed is a failure message, sent to MAIL_TO and to COMMIT_AUTHOR's address
+(`Name <addr>`, written by fetch) once each.
 
 Every message is first written to STATE_DIR/notifications/<time>-<subject>.eml (the
 whole e-mail) and .md (readable text), so an SMTP server that is down or refuses the
@@ -14,22 +19,24 @@ login never loses the run's result. Then it is sent where configured:
                                     CA: SSL_CERT_FILE=/path/ca.pem)
   NOTIFY_WEBHOOK_URL                Slack-compatible JSON {"text": …}, 3 tries, 15 s each
 
-With neither set the copy is the notification and its path is printed. The password
-and the webhook's path (its secret) never appear in any output or file.
+With neither set the copy is the notification and its path is printed. No credential
+(SMTP_PASSWORD, JENKINS_TOKEN, JENKINS_BUILD_TOKEN, the webhook URL and its path, a
+user:secret@ in a URL) appears in any message, file or error line (report.redact).
 
-Other scripts send their own notices through the same code:
+Other scripts send their own notices through the same code; the subject gets the
+"[tweakops] " prefix once, whether the caller wrote it or not:
 
     from notify import send
     send(cfg, "run failed: attempt 3 crashed 3 times", text, attachments=[log])
 
-Reads:  run.env (STATUS, ACCURACY, BEST_ACCURACY, BEST_ATTEMPT, MODEL_FILE, COMMIT,
-        PUBLISHED_COMMIT, PUBLISHED_BRANCH, LOG, RUN_ID), history.jsonl, STATE_DIR/best/,
-        STATE_DIR/report/, CHECKOUT_DIR, TARGET_ACCURACY, SMTP_*, MAIL_*, NOTIFY_WEBHOOK_URL
-Writes: STATE_DIR/notifications/*.eml and *.md; stdout: where the message went
+Reads:  run.env, history.jsonl, STATE_DIR/report/ (through report.message), SMTP_*,
+        MAIL_*, NOTIFY_WEBHOOK_URL
+Writes: STATE_DIR/notifications/*.eml and *.md, STATE_DIR/report/ when stale;
+        stdout: the .eml path
 Exit:   0 sent (or written, with nothing configured); 2 bad configuration;
         7 the e-mail or the webhook failed (one line; the copy is on disk)
 
-    $ make notify
+    $ make notify                     # the run's message, from run.env and the history
     $ python scripts/notify.py --subject "run failed: attempt 3 hung" --log-tail state/logs/attempt-3.log
 """
 
@@ -37,8 +44,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import difflib
-import html as htmllib
 import mimetypes
 import re
 import smtplib
@@ -50,6 +55,7 @@ from email.utils import formatdate, getaddresses, make_msgid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import report
 import state
 
 SUBJECT_PREFIX = "[tweakops]"
@@ -57,30 +63,32 @@ SMTP_TIMEOUT = 30       # seconds for connect and each SMTP command
 WEBHOOK_TRIES = 3       # a 5xx, a 429 or no answer is tried again …
 WEBHOOK_TIMEOUT = 15    # … after 1 s, then 2 s; each try waits this long at most
 WEBHOOK_BACKOFF = 1.0
-LOG_TAIL = 40           # lines of the log in a failure notice
 WEBHOOK_CHARS = 3000    # Slack shows about this much of a message
 
 
 # ---------------------------------------------------------------------------
 # sending: one function other scripts import
 
-def send(cfg: dict, subject: str, text: str, html: str | None = None, attachments=()) -> list[str]:
+def send(cfg: dict, subject: str, text: str, html: str | None = None, attachments=(), to=()) -> list[str]:
     """Write the copy, then e-mail and post it where configured; return where it went.
 
-    Raises TweakopsError(EXIT_NOTIFY_FAILED) naming every channel that failed (the
-    copy is written first, so nothing is lost), EXIT_BAD_INPUT for a configuration
-    that cannot work.
+    `to`: addresses mailed besides MAIL_TO (each once). An attachment named in the HTML
+    as cid:<its file name> is inlined there. Raises TweakopsError(EXIT_NOTIFY_FAILED)
+    naming every channel that failed (the copy is written first, so nothing is lost),
+    EXIT_BAD_INPUT for a configuration that cannot work.
     """
-    subject = f"{SUBJECT_PREFIX} {subject}"
-    message = build_message(cfg, subject, text, html, attachments)
+    subject = safe(cfg, with_prefix(subject))
+    text, html = safe(cfg, text), safe(cfg, html) if html else html
+    rcpts = recipients(cfg, to)
+    message = build_message(cfg, subject, text, html, attachments, rcpts)
     copy = write_copy(cfg, message, subject, text, attachments)
     done, failed = [str(copy)], []
     if cfg["SMTP_HOST"]:
-        problem = mail_config_problem(cfg)
+        problem = mail_config_problem(cfg, rcpts)
         if problem:
             raise state.TweakopsError(f"{problem}; the message is kept in {copy}")
         try:
-            done.append(send_mail(cfg, message))
+            done.append(send_mail(cfg, message, rcpts))
         except NotifyFailed as exc:
             failed.append(safe(cfg, str(exc)))
     if cfg["NOTIFY_WEBHOOK_URL"]:
@@ -93,24 +101,33 @@ def send(cfg: dict, subject: str, text: str, html: str | None = None, attachment
     return done
 
 
+def with_prefix(subject: str) -> str:
+    """`[tweakops] <subject>` on one line, the prefix exactly once whatever the caller passed."""
+    rest = " ".join(subject.split())
+    while rest.lower().startswith(SUBJECT_PREFIX.lower()):
+        rest = rest[len(SUBJECT_PREFIX):].lstrip()
+    return f"{SUBJECT_PREFIX} {rest}"
+
+
 class NotifyFailed(Exception):
     """A channel failed; the text is one line a user can act on."""
 
 
-def safe(cfg: dict, text: str) -> str:
-    """No password and no credentials in URLs in anything we print."""
-    text = state.scrub(text)
-    if cfg.get("SMTP_PASSWORD"):
-        text = text.replace(str(cfg["SMTP_PASSWORD"]), "***")
-    return text
+safe = report.redact   # no credential in anything we write, send or print
 
 
-def recipients(cfg: dict) -> list[str]:
-    return [addr for _, addr in getaddresses([cfg["MAIL_TO"]]) if addr]
+def recipients(cfg: dict, extra=()) -> list[str]:
+    """MAIL_TO, then `extra`: each address once (compared without case)."""
+    seen, out = set(), []
+    for _, addr in getaddresses([cfg["MAIL_TO"], *extra]):
+        if "@" in addr and addr.lower() not in seen:
+            seen.add(addr.lower())
+            out.append(addr)
+    return out
 
 
-def mail_config_problem(cfg: dict) -> str | None:
-    if not recipients(cfg):
+def mail_config_problem(cfg: dict, rcpts: list[str]) -> str | None:
+    if not rcpts:
         return "SMTP_HOST is set but MAIL_TO is empty; set MAIL_TO=you@example.com (several: comma-separated)"
     if cfg["SMTP_SSL"] and cfg["SMTP_STARTTLS"]:
         return "SMTP_SSL and SMTP_STARTTLS are both set; use SMTP_SSL=1 for port 465, SMTP_STARTTLS=1 for 587"
@@ -119,23 +136,28 @@ def mail_config_problem(cfg: dict) -> str | None:
     return None
 
 
-def build_message(cfg: dict, subject: str, text: str, html: str | None, attachments) -> EmailMessage:
+def build_message(cfg: dict, subject: str, text: str, html: str | None, attachments, rcpts: list[str]) -> EmailMessage:
     message = EmailMessage()
     message["Subject"] = subject
     message["From"] = cfg["MAIL_FROM"]
-    if recipients(cfg):
-        message["To"] = ", ".join(recipients(cfg))
+    if rcpts:
+        message["To"] = ", ".join(rcpts)
     message["Date"] = formatdate(localtime=True)
     message["Message-ID"] = make_msgid(domain=(cfg["MAIL_FROM"].rpartition("@")[2] or "localhost").strip(">"))
     message.set_content(text)
+    html_part = None
     if html:
         message.add_alternative(html, subtype="html")
+        html_part = message.get_payload()[-1]
     for path in attachments:
         path = Path(path)
         kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         maintype, subtype = kind.split("/", 1)
-        if maintype == "text":
-            message.add_attachment(path.read_text(errors="replace"), subtype=subtype, filename=path.name)
+        if html and f"cid:{path.name}" in html:
+            html_part.add_related(path.read_bytes(), maintype=maintype, subtype=subtype,
+                                                  cid=f"<{path.name}>", filename=path.name, disposition="inline")
+        elif maintype == "text":
+            message.add_attachment(safe(cfg, path.read_text(errors="replace")), subtype=subtype, filename=path.name)
         else:
             message.add_attachment(path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name)
     return message
@@ -173,7 +195,7 @@ def login(smtp: smtplib.SMTP, user: str, password: str) -> None:
     raise smtplib.SMTPNotSupportedError(f"the server offers AUTH {' '.join(offered)}, not PLAIN or LOGIN")
 
 
-def send_mail(cfg: dict, message: EmailMessage) -> str:
+def send_mail(cfg: dict, message: EmailMessage, rcpts: list[str]) -> str:
     host, port, user = cfg["SMTP_HOST"], cfg["SMTP_PORT"], cfg["SMTP_USER"]
     where = f"{host}:{port}"
     context = ssl.create_default_context()
@@ -187,7 +209,7 @@ def send_mail(cfg: dict, message: EmailMessage) -> str:
                 smtp.starttls(context=context)
             if user:
                 login(smtp, user, cfg["SMTP_PASSWORD"])
-            refused = smtp.send_message(message, to_addrs=recipients(cfg))
+            refused = smtp.send_message(message, to_addrs=rcpts)
     except smtplib.SMTPAuthenticationError as exc:
         raise NotifyFailed(f"SMTP server {where} refused the login of {user} ({exc.smtp_code}); "
                            "check SMTP_USER and SMTP_PASSWORD") from None
@@ -213,7 +235,7 @@ def send_mail(cfg: dict, message: EmailMessage) -> str:
                            "check SMTP_HOST and SMTP_PORT") from None
     if refused:
         state.warn(f"the SMTP server refused {', '.join(refused)}")
-    sent_to = [r for r in recipients(cfg) if r not in refused]
+    sent_to = [r for r in rcpts if r not in refused]
     return f"e-mail to {', '.join(sent_to)} via {where}"
 
 
@@ -244,134 +266,25 @@ def post_webhook(cfg: dict, subject: str, text: str) -> str:
 
 
 # ---------------------------------------------------------------------------
-# the run's message
+# the run's message (composed by report.py)
 
-def verdict(cfg: dict, run: dict) -> tuple[str, str]:
-    """('success' | 'target not reached' | 'failure', subject without the prefix)."""
-    model = run.get("MODEL_FILE") or "the model"
-    target = cfg["TARGET_ACCURACY"]
-    best = run.get("BEST_ACCURACY") or run.get("ACCURACY")
-    if run.get("STATUS") in ("failed", "crashed", "oom") or not best:
-        what = {"crashed": "crashed", "oom": "ran out of memory"}.get(run.get("STATUS", ""), "failed")
-        return "failure", f"failure: {model} {what} (attempt {run.get('ATTEMPT', '?')})"
-    best = float(best)
-    if best >= target:
-        return "success", f"success: {model} reached {best:.4f} (target {target:.2f})"
-    return "target not reached", f"target not reached: {model} best {best:.4f} (target {target:.2f})"
-
-
-def published_diff(cfg: dict, run: dict) -> str:
-    """The change the best source makes to the fetched one (what publish.py commits)."""
-    model_file = run.get("MODEL_FILE")
-    best = state.state_dir(cfg) / "best" / Path(model_file or "-").name
-    if not model_file or not run.get("COMMIT") or not best.is_file():
-        return ""
-    proc = state.git(cfg, "show", f"{run['COMMIT']}:{model_file}", cwd=cfg["CHECKOUT_DIR"], check=False)
-    if proc.returncode != 0:
-        return ""
-    return "".join(difflib.unified_diff(proc.stdout.splitlines(True), state.read_source(best).splitlines(True),
-                                        f"a/{model_file}", f"b/{model_file}"))
-
-
-def log_tail(path: str | Path, lines: int = LOG_TAIL) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def fresh_report(cfg: dict, run: dict) -> tuple[str | None, list[Path]]:
-    """report/summary.md and accuracy.png, when written for this run (not a stale one)."""
-    folder = state.state_dir(cfg) / "report"
-    summary, plot = folder / "summary.md", folder / "accuracy.png"
-    started = 0.0
-    if run.get("RUN_STARTED_AT"):
-        try:
-            started = dt.datetime.fromisoformat(run["RUN_STARTED_AT"]).timestamp()
-        except ValueError:
-            pass
-    text = summary.read_text(errors="replace") if summary.is_file() and summary.stat().st_mtime >= started - 1 else None
-    return text, [plot] if text is not None and plot.is_file() else []
-
-
-def html_table(rows: list[list[object]], headers: list[str]) -> str:
-    def cells(row, tag):
-        return "".join(f"<{tag}>{htmllib.escape('' if c is None else str(c))}</{tag}>" for c in row)
-    return ("<table border='1' cellpadding='4' cellspacing='0'>\n<tr>" + cells(headers, "th") + "</tr>\n"
-            + "".join(f"<tr>{cells(row, 'td')}</tr>\n" for row in rows) + "</table>")
-
-
-def compose(cfg: dict, run: dict, history: list[dict], note: str = "", tail: str = "",
-            tail_name: str = "") -> tuple[str, str, list[Path]]:
-    """(text, html, attachments) of the run's message."""
-    kind, subject = verdict(cfg, run)
-    target = cfg["TARGET_ACCURACY"]
-    summary, attachments = fresh_report(cfg, run)
-    baseline = next((r.get("accuracy") for r in history if r.get("outcome") == "baseline"), None)
-    best = run.get("BEST_ACCURACY")
-    facts = [
-        ["Repository", f"{state.scrub(run.get('MODEL_REPO', ''))} ({run.get('MODEL_BRANCH', '')} @ {run.get('COMMIT', '')[:12]})"],
-        ["Model", f"{run.get('MODEL_FILE', '?')} ({run.get('MODEL_TYPE', '?')})"],
-        ["Accuracy", (f"{baseline:.4f} → " if baseline is not None and best else "")
-         + (f"{float(best):.4f} (best: attempt {run.get('BEST_ATTEMPT')})" if best else "none")],
-        ["Target", f"{target:.2f} ({'met' if kind == 'success' else 'not met'})"],
-        ["Attempts", str(sum(r.get("attempt") is not None for r in history))],
-    ]
-    if run.get("PUBLISHED_COMMIT"):
-        facts.append(["Published", f"{run['PUBLISHED_COMMIT'][:12]} on {run.get('PUBLISHED_BRANCH', '')}"])
-    headers = ["attempt", "tweak", "accuracy", "time", "outcome"]
-    rows = [["—" if r.get("attempt") is None else r["attempt"], r.get("tweak", ""), "" if r.get("accuracy") is None else f"{r['accuracy']:.4f}",
-             f"{r.get('duration') or 0:.0f}s", r.get("outcome", "")] for r in history]
-    diff = published_diff(cfg, run)
-    diff_title = "Published change" if run.get("PUBLISHED_COMMIT") else "Change of the best source (not published)"
-
-    text_parts, html_parts = [], []
-    if note:
-        text_parts.append(note)
-        html_parts.append(f"<p><strong>{htmllib.escape(note)}</strong></p>")
-    if summary is not None:
-        text_parts.append(summary.rstrip())
-        html_parts.append(f"<pre>{htmllib.escape(summary.rstrip())}</pre>")
-    else:
-        text_parts.append(subject + "\n\n" + "\n".join(f"{k + ':':<12}{v}" for k, v in facts))
-        html_parts.append(f"<h2>{htmllib.escape(subject)}</h2>\n<table>" + "".join(
-            f"<tr><th align='left'>{htmllib.escape(k)}</th><td>{htmllib.escape(v)}</td></tr>" for k, v in facts)
-            + "</table>")
-        if rows:
-            text_parts.append("Attempts\n\n" + state.table(rows, headers))
-            html_parts.append("<h3>Attempts</h3>\n" + html_table(rows, headers))
-    if diff:
-        text_parts.append(f"{diff_title}\n\n{diff.rstrip()}")
-        html_parts.append(f"<h3>{diff_title}</h3>\n<pre>{htmllib.escape(diff.rstrip())}</pre>")
-    if tail:
-        title = f"Last lines of {tail_name}" if tail_name else "Last lines of the log"
-        text_parts.append(f"{title}\n\n{tail}")
-        html_parts.append(f"<h3>{htmllib.escape(title)}</h3>\n<pre>{htmllib.escape(tail)}</pre>")
-    text = "\n\n".join(text_parts) + "\n"
-    html = "<html><body>\n" + "\n".join(html_parts) + "\n</body></html>\n"
-    return text, html, attachments
+def notify_run(cfg: dict, note: str = "", log: str | Path | None = None, subject: str | None = None) -> list[str]:
+    """Compose the run's message (report.message) and send it; a failure goes to the commit's author too."""
+    m = report.message(cfg, note, log)
+    state.banner("notify", with_prefix(subject or m.subject))
+    return send(cfg, subject or m.subject, m.text, m.html, m.attachments, to=m.to)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subject", help="the subject (after '[tweakops] ') instead of the run's verdict")
     parser.add_argument("--message", default="", help="a line put first in the body (e.g. what the watchdog saw)")
-    parser.add_argument("--log-tail", metavar="FILE", help=f"add the last {LOG_TAIL} lines of FILE")
+    parser.add_argument("--log-tail", metavar="FILE", help=f"add the last {report.LOG_TAIL} lines of FILE")
     args = parser.parse_args(argv)
     cfg = state.config()
-    run = state.read_run(cfg)
-    history = state.read_history(cfg)
-    if run.get("RUN_ID"):
-        history = [r for r in history if r.get("run", run["RUN_ID"]) == run["RUN_ID"]]
-    kind, subject = verdict(cfg, run)
-    subject = args.subject or subject
-    log = args.log_tail or (run.get("LOG") if kind == "failure" else None)
-    tail = log_tail(log) if log else ""
-    if args.log_tail and not tail:
+    if args.log_tail and not report.log_tail(args.log_tail):
         state.warn(f"{args.log_tail} is missing or empty; sending without a log tail")
-    state.banner("notify", subject)
-    text, html, attachments = compose(cfg, run, history, args.message, tail, Path(log).name if log else "")
-    where = send(cfg, subject, text, html, attachments)
+    where = notify_run(cfg, args.message, args.log_tail, args.subject)
     if len(where) == 1:
         state.info(f"no SMTP_HOST or NOTIFY_WEBHOOK_URL configured: the message is in {where[0]}")
     else:

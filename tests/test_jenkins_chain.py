@@ -101,15 +101,31 @@ def test_no_tweak_left_publishes_the_best_so_far_and_notifies(rendered, home, tm
 
 
 @pytest.mark.parametrize("failing, job", [("detect", "tweakops-2-detect"), ("train", "tweakops-3-train")])
-def test_a_failed_stage_calls_the_watchdog_and_stops_the_chain(rendered, home, tmp_path, failing, job):
+def test_a_failed_stage_notifies_calls_the_watchdog_and_stops_the_chain(rendered, home, tmp_path, failing, job):
     builds, calls, _ = run_chain(rendered, home, tmp_path, {failing: [4]})
-    assert builds[-2:] == [f"{job}#1 FAILURE", "tweakops-6-watchdog#1 SUCCESS"]
-    assert calls[-1] == "watchdog" and "notify" not in calls
+    assert builds[-4:] == [f"{job}#1 FAILURE", "tweakops-5-notify#1 SUCCESS", "tweakops-6-watchdog#1 SUCCESS",
+                           "tweakops-logs#1 SUCCESS"]
+    assert calls[calls.index(failing):] == [failing, "notify", "watchdog", "report", "logs"]
+    assert "tweak" not in calls and "publish" not in calls
 
 
-def test_a_failed_tweak_attempt_calls_the_watchdog_not_another_tweak(rendered, home, tmp_path):
+def test_a_failed_tweak_attempt_notifies_and_calls_the_watchdog_not_another_tweak(rendered, home, tmp_path):
     builds, _, _ = run_chain(rendered, home, tmp_path, {"accuracy": [3], "train": [0, 5]})
-    assert builds[-2:] == ["tweakops-4-tweak#1 FAILURE", "tweakops-6-watchdog#1 SUCCESS"]
+    assert builds[-4:] == ["tweakops-4-tweak#1 FAILURE", "tweakops-5-notify#1 SUCCESS", "tweakops-6-watchdog#1 SUCCESS",
+                           "tweakops-logs#1 SUCCESS"]
+
+
+def test_a_refused_publish_notifies(rendered, home, tmp_path):
+    builds, calls, _ = run_chain(rendered, home, tmp_path, {"accuracy": [3, 0], "publish": [6]})
+    assert builds[-4:] == ["tweakops-4-tweak#1 FAILURE", "tweakops-5-notify#1 SUCCESS", "tweakops-6-watchdog#1 SUCCESS",
+                           "tweakops-logs#1 SUCCESS"]
+    assert calls.count("notify") == 1
+
+
+def test_nothing_to_report_still_bundles_the_logs(rendered, home, tmp_path):
+    builds, calls, objs = run_chain(rendered, home, tmp_path, {"detect": [2], "report": [2]})
+    assert builds[-1] == "tweakops-logs#1 SUCCESS" and calls[-2:] == ["report", "logs"]
+    assert [p.name for p in objs[-1].artifacts] == ["bundle.tar.gz"]
 
 
 def test_a_failed_fetch_stops_there(rendered, home, tmp_path):

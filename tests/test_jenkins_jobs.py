@@ -10,6 +10,7 @@ import pytest
 from jenkins_executor import CONDITIONS, ROOT, clean_env, parse_job, render_jobs
 
 sys.path.insert(0, str(ROOT / "scripts"))
+import jenkins_jobs  # noqa: E402
 import state  # noqa: E402
 
 P = "tweakops-"
@@ -114,20 +115,23 @@ def test_each_job_runs_its_seed_stages(jobs):
         f"{P}4-tweak": (["tweak", "train", "accuracy", "publish"], {"--on-exit": "8=publish"}),
         f"{P}5-notify": (["notify"], {}),
         f"{P}6-watchdog": (["watchdog"], {}),
-        f"{P}logs": (["report", "logs"], {"--artifacts": "artifacts"}),
+        f"{P}logs": (["report", "logs"], {"--on-exit": "2=logs", "--artifacts": "artifacts"}),
     }
 
 
-def test_the_trigger_graph_is_the_seed_chain(jobs):
+def test_the_trigger_graph_is_the_seed_chain_and_every_failure_notifies(jobs):
     assert edges(jobs) == {
         (f"{P}1-fetch", f"{P}2-detect", "SUCCESS"),
         (f"{P}2-detect", f"{P}3-train", "SUCCESS"),
+        (f"{P}2-detect", f"{P}5-notify", "FAILED"),
         (f"{P}2-detect", f"{P}6-watchdog", "FAILED"),
         (f"{P}3-train", f"{P}5-notify", "SUCCESS"),
         (f"{P}3-train", f"{P}4-tweak", "UNSTABLE"),
+        (f"{P}3-train", f"{P}5-notify", "FAILED"),
         (f"{P}3-train", f"{P}6-watchdog", "FAILED"),
         (f"{P}4-tweak", f"{P}5-notify", "SUCCESS"),
         (f"{P}4-tweak", f"{P}4-tweak", "UNSTABLE"),
+        (f"{P}4-tweak", f"{P}5-notify", "FAILED"),
         (f"{P}4-tweak", f"{P}6-watchdog", "FAILED"),
         (f"{P}5-notify", f"{P}logs", "ALWAYS"),
     }
@@ -182,9 +186,11 @@ def test_git_credentials_are_used_only_when_configured(tmp_path):
 
 def test_without_a_build_token_one_is_generated_once_and_kept(tmp_path):
     first = render(tmp_path)
-    token = (tmp_path / "state" / "jenkins_build_token").read_text().strip()
+    path = jenkins_jobs.token_path({"STATE_DIR": str(tmp_path / "state")})
+    token = path.read_text().strip()
     assert len(token) == 40
-    assert (tmp_path / "state" / "jenkins_build_token").stat().st_mode & 0o077 == 0
+    assert path.stat().st_mode & 0o077 == 0
+    assert not list((tmp_path / "state").glob("*token*"))   # never where the model's container can read it
     second = render(tmp_path)
     assert parse_job("f", first[f"{P}1-fetch"]).auth_token == token == parse_job("f", second[f"{P}1-fetch"]).auth_token
 

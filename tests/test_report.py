@@ -320,3 +320,84 @@ def test_a_build_failed_tweak_is_listed_without_an_attempt_number(handmade):
     assert head["attempts"] == "4"  # it trained nothing: not an attempt
     assert head["wall time"].startswith("220s")
     assert "does not build (exit 1): ValueError: negative size" in (handmade.state / "report" / "index.html").read_text()
+
+
+# ---------------------------------------------------------------------------
+# the verdict and the message: what notify.py sends is composed here
+
+def cfg_for(tmp_path, **keys):
+    return {**state.DEFAULTS, "STATE_DIR": str(tmp_path / "state"), "TARGET_ACCURACY": 0.80, **keys}
+
+
+RUN = {"COMMIT": "c" * 40, "MODEL_BRANCH": "main", "MODEL_FILE": "m.py"}
+BASE = {"attempt": 1, "tweak": "baseline", "accuracy": 0.61, "outcome": "baseline"}
+KEPT = {"attempt": 2, "tweak": "epochs 1→3", "accuracy": 0.85, "outcome": "kept"}
+
+
+@pytest.mark.parametrize("run, records, kind, subject, says", [
+    ({"BEST_ACCURACY": "0.85", "BEST_ATTEMPT": "2", "PUBLISHED_COMMIT": "d" * 40, "PUBLISHED_BRANCH": "main"},
+     [BASE, KEPT], "target met", "main @ cccccccccccc: success, m.py reached 0.8500 (target 0.80)",
+     "Published as dddddddddddd on main."),
+    ({"BEST_ACCURACY": "0.80", "BEST_ATTEMPT": "1"}, [{**BASE, "accuracy": 0.80}], "target met",
+     "main @ cccccccccccc: success, m.py reached 0.8000 (target 0.80)", "Nothing to publish: the pushed source is the best one."),
+    ({"BEST_ACCURACY": "0.61", "BEST_ATTEMPT": "1"}, [BASE], "below target",
+     "main @ cccccccccccc: m.py best 0.6100, below target 0.80", "What to do: raise MAX_TWEAKS (now 10)"),
+    ({"BEST_ACCURACY": "0.85", "BEST_ATTEMPT": "2", "PUBLISH_ERROR": "push refused: main moved and model.py changed"},
+     [BASE, KEPT], "target met", "main @ cccccccccccc: m.py reached 0.8500 (target 0.80, met), NOT published",
+     "The better source was NOT published: push refused: main moved and model.py changed."),
+    ({"BEST_ACCURACY": "0.85", "BEST_ATTEMPT": "2", "FAILED_STAGE": "publish", "FAILURE": "push refused.",
+      "PUBLISH_ERROR": "push refused."}, [BASE, KEPT], "target met",
+     "main @ cccccccccccc: m.py reached 0.8500 (target 0.80, met), NOT published",
+     "The better source was NOT published: push refused. It is kept in"),
+    ({"STATUS": "failed"}, [{"attempt": 1, "tweak": "baseline", "accuracy": None, "outcome": "failed", "exit_code": 1}],
+     "failed", "main @ cccccccccccc: m.py failed (attempt 1, exit 1)", "nothing was tweaked and nothing was published"),
+    ({"STATUS": "oom", "ATTEMPT": "1", "EXIT_CODE": "137"}, [], "failed",
+     "main @ cccccccccccc: m.py failed (attempt 1, exit 137)", "raise TRAIN_MEMORY (now 4g)"),
+    ({"FAILED_STAGE": "detect", "FAILURE": "m.py line 2: SyntaxError: invalid syntax"}, [], "stage failed",
+     "main @ cccccccccccc: detect failed", "    m.py line 2: SyntaxError: invalid syntax"),
+    ({"FAILED_STAGE": "fetch", "FAILURE": "branch 'main' not found", "STATUS": "running"}, [], "stage failed",
+     "main: fetch failed",
+     "What to do: check MODEL_REPO"),
+    ({"STATUS": "crashed", "ATTEMPT": "3", "FAILED_STAGE": "train",
+      "FAILURE": "attempt 3 was killed; make watchdog restarts it from its checkpoint"}, [BASE, KEPT], "in progress",
+     "main @ cccccccccccc: attempt 3 of m.py crashed, not finished", "The watchdog (make watchdog; Jenkins job 6) restarts it"),
+    ({"STATUS": "running", "ATTEMPT": "2", "BEST_ACCURACY": "0.61"}, [BASE], "in progress",
+     "main @ cccccccccccc: attempt 2 of m.py running, not finished", "Attempt 2 of m.py on main @ cccccccccccc is running"),
+    ({"STATUS": "detected"}, [], "no result", "main @ cccccccccccc: no result yet (status detected)", "make status"),
+])
+def test_the_verdict_tells_what_happened_and_what_to_do(tmp_path, run, records, kind, subject, says):
+    v = report.verdict(cfg_for(tmp_path), {**RUN, **run}, records)
+    assert (v.kind, v.subject) == (kind, subject)
+    assert any(line.startswith(says) or says in line for line in v.lines), v.lines
+    if kind != "below target":
+        assert not any("below" in line for line in v.lines)
+
+
+def test_the_report_of_a_run_whose_only_attempt_failed_says_failed_with_the_line(tmp_path):
+    made = Handmade(tmp_path)
+    (made.state / "history.jsonl").write_text(json.dumps({
+        "attempt": 1, "run": "run-7", "tweak": "baseline", "accuracy": None, "outcome": "failed", "exit_code": 1,
+        "log": "logs/attempt-1.log", "metrics": "metrics/attempt-1.json"}) + "\n")
+    (made.state / "logs" / "attempt-1.log").write_text("Epoch 1/3\nTraceback (most recent call last):\n"
+                                                       "NameError: name 'layers' is not defined\n")
+    (made.state / "run.env").write_text("RUN_ID=run-7\nCOMMIT=" + "a" * 40 + "\nMODEL_FILE=model.py\nSTATUS=failed\n")
+    result = made.script("report")
+    assert result.returncode == 0, result.stderr
+    summary = (made.state / "report" / "summary.md").read_text()
+    assert "- **verdict**: failed (exit 1): NameError: name 'layers' is not defined" in summary
+    assert "below target" not in summary
+
+
+def test_message_writes_a_missing_report_and_carries_its_summary_and_plot(handmade):
+    cfg = state.config(environ=handmade.env)
+    assert not (handmade.state / "report").exists()
+    m = report.message(cfg, note="restarted twice by the watchdog")
+    summary = (handmade.state / "report" / "summary.md").read_text()
+    assert m.kind == "below target" and m.subject == "main @ aaaaaaaaaaaa: model.py best 0.8200, below target 0.90"
+    assert m.text.startswith("restarted twice by the watchdog\n\nmodel.py on main @ aaaaaaaaaaaa reached at best 0.8200 "
+                             "(attempt 2), below the target 0.90, in 4 attempts.\n")
+    assert m.text.endswith(summary) and "| 3 | filters x2 | 0.7900 | -0.0300 |" in summary
+    assert m.attachments == [handmade.state / "report" / "accuracy.png"]
+    assert Image.open(m.attachments[0]).size == (900, 400)
+    assert "cid:accuracy.png" in m.html and "data:image" not in m.html and "../logs/" not in m.html
+    assert "restarted twice by the watchdog" in m.html
