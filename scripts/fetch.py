@@ -23,6 +23,7 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+import attempts
 import state
 from publish import is_own_commit
 
@@ -67,7 +68,7 @@ def checkout(cfg: dict) -> str:
 def new_lineage(cfg: dict) -> None:
     """Move the previous model's history, counter and best source aside."""
     sd = state.state_dir(cfg)
-    keep = [p for p in (sd / "history.jsonl", sd / "tweak_count", sd / "best") if p.exists()]
+    keep = [p for p in (sd / "history.jsonl", sd / "tweak_count", attempts.best_dir(cfg)) if p.exists()]
     if not keep:
         return
     dest = sd / "previous" / dt.datetime.now().strftime("%Y%m%dT%H%M%S")
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
         if run and not same_source:
             new_lineage(cfg)
         if not same_source or run.get("COMMIT") != commit:
-            shutil.rmtree(state.state_dir(cfg) / "best", ignore_errors=True)
+            shutil.rmtree(attempts.best_dir(cfg), ignore_errors=True)
         state.reset_run(
             cfg,
             RUN_ID=dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ"),
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
             MODEL_REPO=state.scrub(cfg["MODEL_REPO"]),   # never a credential on disk
             MODEL_BRANCH=cfg["MODEL_BRANCH"],
             COMMIT=commit,
-            STATUS="fetched",
+            STATUS=attempts.FETCHED,
         )
     trailers = is_own_commit(cfg["CHECKOUT_DIR"], commit)
     if trailers:

@@ -109,12 +109,13 @@ def run_locally(cfg: dict, repo: Path) -> str:
     log = logs / f"hook-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     with open(log, "ab") as out:
         subprocess.Popen(
-            [os.environ.get("MAKE", "make"), "-C", str(state.ROOT), "pipeline"],
+            # WAIT=1: a push while a run trains queues behind it (one run per STATE_DIR)
+            [os.environ.get("MAKE", "make"), "-C", str(state.ROOT), "pipeline", "WAIT=1"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             env=_clean_env(MODEL_REPO=str(repo)),
             start_new_session=True,  # outlives the push (nohup)
         )
-    return f"started make pipeline in the background; log: {log}"
+    return f"started make pipeline in the background (queued behind a run in progress); log: {log}"
 
 
 def post_receive(cfg: dict, updates: str) -> str:

@@ -35,7 +35,6 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,7 @@ PLOT_SIZE = (9.0, 4.0)  # inches at 100 dpi: a 900x400 PNG
 
 
 def run_records(cfg: dict, run: dict) -> list[dict]:
-    return [r for r in state.read_history(cfg) if r.get("run") == run.get("RUN_ID")]
+    return attempts.this_run(run, state.read_history(cfg))
 
 
 def trained(records: list[dict]) -> list[dict]:
@@ -358,7 +357,7 @@ def best_change(cfg: dict, run: dict, records: list[dict]) -> str:
     """The change the best source makes to the pushed one (what publish.py commits); without
     the checkout, the diff of the last kept tweak."""
     model_file, commit = run.get("MODEL_FILE"), run.get("COMMIT")
-    best = state.state_dir(cfg) / "best" / Path(model_file or "-").name
+    best = attempts.best_source(cfg, model_file or "-")
     checkout = Path(cfg.get("CHECKOUT_DIR") or "-")
     if model_file and commit and best.is_file() and (checkout / ".git").exists():
         proc = state.git(cfg, "show", f"{commit}:{model_file}", cwd=checkout, check=False)

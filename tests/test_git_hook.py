@@ -144,14 +144,14 @@ def test_without_jenkins_a_push_starts_the_pipeline_in_the_background(bare, env,
     started = time.monotonic()
     result = push(dev, env)
     assert result.returncode == 0
-    assert "tweakops: started make pipeline in the background; log: " in result.stderr
+    assert "tweakops: started make pipeline in the background (queued behind a run in progress); log: " in result.stderr
     log = Path(result.stderr.split("log: ")[1].split()[0])
     assert log.parent == tmp_path / "state" / "logs" and log.name.startswith("hook-")
     for _ in range(100):
         if record.exists() and "training" in log.read_text():
             break
         time.sleep(0.1)
-    assert record.read_text().strip() == f"-C {ROOT} pipeline MODEL_REPO={repo} GIT_DIR="
+    assert record.read_text().strip() == f"-C {ROOT} pipeline WAIT=1 MODEL_REPO={repo} GIT_DIR="
     assert time.monotonic() - started < 60  # sanity only: the push did not wait for the "training"
 
 

@@ -112,3 +112,133 @@ def test_source_hash_ignores_comments_and_formatting():
 
 def test_scrub_hides_credentials_in_urls():
     assert state.scrub("fatal: https://bob:s3cret@git.example/x.git") == "fatal: https://***@git.example/x.git"
+
+
+# ---------------------------------------------------------------------------
+# one run at a time, locks that say who holds them, torn history, attempt numbers
+
+HOLD = """
+import sys, time
+sys.path.insert(0, {scripts!r})
+import state
+cfg = state.config(env_file="/dev/null", environ={{"STATE_DIR": {sd!r}}})
+with {what}:
+    print("held", flush=True)
+    time.sleep(float(sys.argv[1]))
+"""
+
+
+def hold(tmp_path, what: str, seconds: float = 30):
+    """Another process holding a lock of tmp_path/state (a real flock, a real pid)."""
+    import subprocess
+    import sys
+
+    code = HOLD.format(scripts=str(ROOT / "scripts"), sd=str(tmp_path / "state"), what=what)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_run_on_a_state_dir_exits_10_naming_the_holder(tmp_path):
+    cfg = cfg_for(tmp_path)
+    holder = hold(tmp_path, 'state.run_lock(cfg, "pipeline")')
+    try:
+        with pytest.raises(state.TweakopsError) as err:
+            with state.run_lock(cfg, "train"):
+                pass
+        assert err.value.code == state.EXIT_BUSY == 10
+        assert f"pid {holder.pid} (pipeline, since " in str(err.value) and "WAIT=1" in str(err.value)
+        assert state.run_owner(cfg)["pid"] == holder.pid
+        # a stage the holder started (its pid in TWEAKOPS_RUN_OWNER) runs under its lock
+        os.environ["TWEAKOPS_RUN_OWNER"] = str(holder.pid)
+        try:
+            with state.run_lock(cfg, "train"):
+                pass
+        finally:
+            del os.environ["TWEAKOPS_RUN_OWNER"]
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel dropped the dead holder's lock; its lock file is left and blocks nobody
+    assert (tmp_path / "state" / "run.lock").exists() and state.run_owner(cfg) is None
+    with state.run_lock(cfg, "train"):
+        assert state.run_owner(cfg) is not None   # held by this process now
+
+
+def test_run_lock_with_wait_queues_until_the_holder_ends(tmp_path):
+    import time
+
+    cfg = cfg_for(tmp_path)
+    holder = hold(tmp_path, 'state.run_lock(cfg, "pipeline")', seconds=1.5)
+    started = time.monotonic()
+    with state.run_lock(cfg, "pipeline", wait=60):
+        assert time.monotonic() - started >= 0.5
+    holder.wait()
+
+
+def test_a_short_lock_held_by_a_stuck_process_is_named_not_waited_on_forever(tmp_path):
+    cfg = cfg_for(tmp_path)
+    holder = hold(tmp_path, "state.locked(cfg)")
+    try:
+        with pytest.raises(state.TweakopsError) as err:
+            with state.locked(cfg, patience=0.5):
+                pass
+        assert err.value.code == state.EXIT_BUSY and f"held by pid {holder.pid}" in str(err.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    with state.locked(cfg, patience=0.5):
+        with state.locked(cfg):   # re-entrant within a process
+            pass
+
+
+def test_a_torn_history_line_is_set_aside_once_and_the_rest_kept(tmp_path, capsys):
+    cfg = cfg_for(tmp_path)
+    state.append_history(cfg, {"attempt": 1, "outcome": "baseline"})
+    state.append_history(cfg, {"attempt": 2, "outcome": "kept"})
+    path = tmp_path / "state" / "history.jsonl"
+    with open(path, "a") as f:
+        f.write('{"attempt": 3, "outcome": "rev')   # power loss mid-append
+    assert [r["attempt"] for r in state.read_history(cfg)] == [1, 2]
+    assert "torn line(s)" in capsys.readouterr().err
+    assert (tmp_path / "state" / "history.jsonl.torn").read_text() == '{"attempt": 3, "outcome": "rev\n'
+    assert [r["attempt"] for r in state.read_history(cfg)] == [1, 2]
+    assert "torn" not in capsys.readouterr().err   # reported once
+    state.append_history(cfg, {"attempt": 3, "outcome": "kept"})
+    assert [json.loads(line)["attempt"] for line in path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_attempt_numbers_never_go_back_when_a_record_is_lost(tmp_path):
+    import attempts
+
+    cfg = cfg_for(tmp_path)
+    state.append_history(cfg, {"attempt": 1, "outcome": "baseline"})
+    (tmp_path / "state" / "logs").mkdir()
+    (tmp_path / "state" / "logs" / "attempt-2.log").write_text("attempt 2's log, its record torn away\n")
+    assert attempts.next_number(cfg) == 3
+    state.update_run(cfg, ATTEMPT=5)
+    assert attempts.next_number(cfg) == 6
+
+
+def test_model_file_outside_the_checkout_is_refused(tmp_path):
+    import attempts
+
+    cfg = cfg_for(tmp_path, CHECKOUT_DIR=str(tmp_path / "checkout"))
+    (tmp_path / "checkout").mkdir()
+    (tmp_path / "checkout" / "model.py").write_text("x = 1\n")
+    (tmp_path / "checkout" / "link.py").symlink_to(tmp_path / "outside.py")
+    assert attempts.model_path(cfg, "model.py") == tmp_path / "checkout" / "model.py"
+    for bad in ("../outside.py", "/etc/passwd", "link.py", "."):
+        with pytest.raises(state.TweakopsError) as err:
+            attempts.model_path(cfg, bad)
+        assert err.value.code == 2 and "outside the checkout" in str(err.value)
+
+
+def test_a_garbage_line_in_run_env_names_the_file_and_the_fix(tmp_path):
+    cfg = cfg_for(tmp_path)
+    state.update_run(cfg, STATUS="trained")
+    with open(tmp_path / "state" / "run.env", "a") as f:
+        f.write("this is not a key\n")
+    with pytest.raises(state.TweakopsError) as err:
+        state.read_run(cfg)
+    assert "run.env:2" in str(err.value) and "delete that line" in str(err.value) and "make fetch" in str(err.value)
