@@ -148,6 +148,8 @@ class Uses(ast.NodeVisitor):
 
 
 def _uses(source: str, filename: str) -> Uses:
+    if not source.strip():
+        raise state.TweakopsError(f"{filename} is empty; push the training script (or set MODEL_FILE to it)")
     try:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as exc:

@@ -31,7 +31,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import runners
+import dockercli
 import state
 
 ENGINE_DIR = state.ROOT / "build" / "docker"
@@ -61,7 +61,7 @@ def our_pid() -> int | None:
 
 
 def start() -> int:
-    version = runners.engine_version()
+    version = dockercli.engine_version()
     if version:
         ours = " (started by make engine-start)" if our_pid() else ""
         state.info(f"engine: Docker {version} answers{ours}; using it")
@@ -88,7 +88,7 @@ def start() -> int:
     while time.time() - started < START_TIMEOUT:
         if proc.poll() is not None:
             break
-        version = runners.engine_version(timeout=5)
+        version = dockercli.engine_version(timeout=5)
         if version:
             state.info(f"engine: Docker {version} up in {time.time() - started:.1f}s (pid {proc.pid})")
             return state.EXIT_OK
@@ -118,7 +118,7 @@ def stop() -> int:
 
 
 def status() -> int:
-    version = runners.engine_version()
+    version = dockercli.engine_version()
     pid = our_pid()
     print(f"engine: {'Docker ' + version + ' answers' if version else 'no engine answers'}"
           + (f"; dockerd pid {pid} started by make engine-start" if pid else ""))

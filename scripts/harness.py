@@ -10,9 +10,38 @@ printed. Before it starts, the harness:
     the optimizer state), and the hopeless-attempt stop (TWEAKOPS_REFERENCE); wraps
     `Model.evaluate` to record the held-out figure the script computes;
   - scikit-learn: wraps `accuracy_score` and `ClassifierMixin.score` to record the
-    accuracy the script computes (the last call wins: scripts score held-out data last);
-    a heartbeat thread (a sklearn fit has no callbacks to beat from). None of the three
-    below applies to it: a sklearn fit cannot be stopped or warm-started from outside.
+    accuracy the script computes (the last call wins: scripts score held-out data last).
+    None of the three below applies to it: a sklearn fit cannot be stopped or
+    warm-started from outside.
+
+The heartbeat means progress (one watch thread, any framework): every HEARTBEAT_EVERY
+seconds (2; TWEAKOPS_HEARTBEAT_EVERY) it rewrites TWEAKOPS_HEARTBEAT (`attempt epoch batch
+time`) when a Keras batch or epoch ended since the last beat, or when the attempt's
+processes used CPU since then (5% of a core, the watch's own CPU left out). A script
+blocked in sleep(), on a lock or on a dead pipe stops beating: the watchdog's
+HEARTBEAT_TIMEOUT then sees it hung.
+
+Memory (TWEAKOPS_MEMORY_LIMIT, bytes: the local runner's TRAIN_MEMORY): the same thread
+sums the PSS (+ swapped PSS; RSS where smaps_rollup is unreadable) of the harness and
+its descendants (and its process group when it leads one) 5 times a second: pages a warm
+worker shares with its fork count half, not twice. Over the limit it writes
+TWEAKOPS_RESULT = {"exit_code": 137, "reason": "oom", "limit": bytes, "used": bytes,
+"attempt": n, "finished_at": t}, prints one `tweakops: error: out of memory ...` line and
+SIGKILLs the attempt's processes, itself last. The metrics file gets "memory_peak" (bytes).
+
+Keras, two more checks (not in build-check mode):
+  - no training, no accuracy: a script that made a Keras model (compile, evaluate or
+    predict) and ends (exit 0) without a training call (fit, fit_generator,
+    train_on_batch, an optimizer's apply_gradients/apply) prints exactly one line
+    `tweakops: error: the script never trains a model: no fit() call ran; call
+    model.fit(...) in <script>` and exits 65 (EXIT_NEVER_TRAINED, sysexits' EX_DATAERR);
+    its result file has "reason": "never-trained". The metrics of a script that made a
+    Keras model get "trained": whether a training call ran.
+  - divergence: a NaN or infinite training loss prints one line `tweakops: the loss became
+    NaN at epoch N: the training diverged; a smaller learning rate usually fixes it`,
+    stops that fit (as keras.callbacks.TerminateOnNaN would) and records "diverged": N
+    (the first such epoch) in the metrics file; a diverged fit's weights are not saved
+    for warm starts (TWEAKOPS_WEIGHTS_OUT).
 
 Warm starts and the time cap (Keras; each optional, unset = none of it):
 
@@ -72,8 +101,13 @@ start, no weights written.
 A script that fails on a missing module or on a download (no network here) ends with
 one `tweakops: error: ...` line naming the module or the URL and what to do.
 
-When the script returns or raises, TWEAKOPS_RESULT gets {"exit_code": n}; after a
-SIGKILL it is absent, which is how the watchdog tells a crash from a clean exit.
+When the script returns or raises, TWEAKOPS_RESULT gets {"exit_code": n, "finished_at": t}
+(+ "reason": "never-trained" for exit 65); after a SIGKILL from outside it is absent,
+which is how the watchdog tells a crash from a clean exit; the memory watch's own kill
+leaves its "reason": "oom" record.
+
+Exit codes: the script's own (0, its sys.exit code, 1 when it raises), 65 for a Keras
+script that never trains, 137 (SIGKILL) when the memory watch stopped it.
 
 It runs inside the Docker images too, so it needs only the standard library plus the
 framework the script uses, and never imports tweakops' own modules.
@@ -88,10 +122,12 @@ import importlib.abc
 import importlib.util
 import inspect
 import json
+import math
 import os
 import random
 import re
 import runpy
+import signal
 import statistics
 import sys
 import threading
@@ -117,7 +153,23 @@ WARM_FROM = ENV.get("TWEAKOPS_WARM_FROM")                  # a parent attempt's 
 BUILD_CHECK = ENV.get("TWEAKOPS_BUILD_CHECK", "") not in ("", "0")
 if BUILD_CHECK:  # a check of a candidate, not an attempt: it leaves no state behind
     METRICS = HEARTBEAT = RESULT = CHECKPOINT_DIR = WEIGHTS_OUT = WARM_FROM = None
-HEARTBEAT_EVERY = 2.0  # seconds between heartbeat writes
+
+
+def _positive(name: str, default: float) -> float:
+    try:
+        value = float(ENV.get(name) or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+HEARTBEAT_EVERY = _positive("TWEAKOPS_HEARTBEAT_EVERY", 2.0)   # seconds between heartbeat checks
+MEMORY_LIMIT = int(_positive("TWEAKOPS_MEMORY_LIMIT", 0) or 0)  # bytes the attempt may use; 0 = not watched
+MEMORY_EVERY = 0.2       # seconds between two looks at the memory
+SCAN_EVERY = 1.0         # seconds between two looks for the attempt's processes
+CPU_PROGRESS = 0.05      # share of one core over a heartbeat interval that counts as progress
+EXIT_NEVER_TRAINED = 65  # a Keras script that never trains (sysexits' EX_DATAERR)
+EXIT_KILLED = 128 + 9    # SIGKILL
 
 
 def note(message: str) -> None:
@@ -207,13 +259,180 @@ def output_units(model) -> int | None:
         return None
 
 
+BEAT_LOCK = threading.Lock()   # the watch thread and an epoch's end both beat
+
+
 def beat(epoch: int = 0, batch: int = 0) -> None:
     if HEARTBEAT:
         path = Path(HEARTBEAT)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(f"{ATTEMPT} {epoch} {batch} {time.time():.3f}\n")
-        os.replace(tmp, path)
+        with BEAT_LOCK:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_text(f"{ATTEMPT} {epoch} {batch} {time.time():.3f}\n")
+            os.replace(tmp, path)
+
+
+PROGRESS = {"epoch": 0, "batch": 0, "steps": 0}   # where training is; steps counts every advance
+
+
+def advanced(epoch: int, batch: int = 0, now: bool = False) -> None:
+    """A batch or an epoch ended: the next heartbeat check beats (`now`: this one does)."""
+    PROGRESS.update(epoch=epoch, batch=batch, steps=PROGRESS["steps"] + 1)
+    if now:
+        beat(epoch, batch)
+
+
+# ---------------------------------------------------------------------------
+# The watch: heartbeat (progress) and memory, one daemon thread
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def process_table() -> dict[int, tuple[int, int, float]]:
+    """{pid: (parent pid, process group, CPU seconds)} of the live processes /proc shows."""
+    table = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(b")") + 2:].split()
+            if fields[0] != b"Z":
+                table[int(name)] = (int(fields[1]), int(fields[2]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+        except (OSError, ValueError, IndexError):
+            continue
+    return table
+
+
+def attempt_processes(table: dict, me: int) -> set[int]:
+    """This process, its descendants, and its process group when it leads one (a cold
+    run's or a warm child's session: never the group of whoever started it by hand)."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = {me}, [me]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    if os.getpgrp() == me:
+        found |= {pid for pid, (_, group, _) in table.items() if group == me}
+    return found
+
+
+def memory_of(pid: int) -> int:
+    """Bytes of `pid`: PSS + swapped PSS (shared pages split among their sharers), else RSS."""
+    try:
+        pss = swap = None
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    pss = int(line.split()[1]) * 1024
+                elif line.startswith(b"SwapPss:"):
+                    swap = int(line.split()[1]) * 1024
+        if pss is not None:
+            return pss + (swap or 0)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Watch:
+    """The heartbeat (beats only on progress) and the memory limit, in one daemon thread."""
+
+    def __init__(self):
+        self.me = os.getpid()
+        self.members = {self.me}
+        self.cpu: dict[int, float] = {}
+        self.peak = 0
+        self.steps = PROGRESS["steps"]
+        self.own_cpu = 0.0
+        self.failed = False
+
+    def start(self) -> "Watch":
+        if HEARTBEAT or MEMORY_LIMIT:
+            threading.Thread(target=self.run, name="tweakops-watch", daemon=True).start()
+        return self
+
+    def run(self) -> None:
+        self.own_cpu = time.thread_time()
+        tick = min(MEMORY_EVERY, HEARTBEAT_EVERY) if MEMORY_LIMIT else min(SCAN_EVERY, HEARTBEAT_EVERY)
+        now = time.monotonic()
+        next_scan, next_beat = now, now + HEARTBEAT_EVERY
+        table: dict = {}
+        while True:
+            time.sleep(tick)
+            try:
+                now = time.monotonic()
+                beat_due = HEARTBEAT and now >= next_beat
+                if now >= next_scan or beat_due:
+                    table = process_table()
+                    self.members = attempt_processes(table, self.me) if table else {self.me}
+                    next_scan = now + SCAN_EVERY
+                if MEMORY_LIMIT:
+                    self.check_memory()
+                if beat_due:
+                    next_beat = now + HEARTBEAT_EVERY
+                    if self.progressed(table):
+                        beat(PROGRESS["epoch"], PROGRESS["batch"])
+            except Exception as exc:  # noqa: BLE001 - the watch must never end the attempt
+                if not self.failed:
+                    self.failed = True
+                    note(f"the heartbeat and memory watch hit an error (it goes on): {_one_line(exc)}")
+
+    def progressed(self, table: dict) -> bool:
+        """A batch or epoch ended, or the attempt's processes used CPU since the last check."""
+        stepped = PROGRESS["steps"] != self.steps
+        self.steps = PROGRESS["steps"]
+        cpu = {pid: table[pid][2] for pid in self.members if pid in table}
+        if not cpu:  # no /proc: this process's own time
+            times = os.times()
+            cpu = {self.me: times.user + times.system}
+        used = sum(max(0.0, seconds - self.cpu.get(pid, 0.0)) for pid, seconds in cpu.items())
+        self.cpu = cpu
+        own = time.thread_time()
+        used -= own - self.own_cpu
+        self.own_cpu = own
+        return stepped or used >= CPU_PROGRESS * HEARTBEAT_EVERY
+
+    def check_memory(self) -> None:
+        used = sum(memory_of(pid) for pid in self.members)
+        self.peak = max(self.peak, used)
+        if used > MEMORY_LIMIT:
+            self.out_of_memory(used)
+
+    def out_of_memory(self, used: int) -> None:
+        """Record why, say it in one line, SIGKILL the attempt's processes (this one last)."""
+        if RESULT:
+            _write_json(RESULT, {"exit_code": EXIT_KILLED, "reason": "oom", "limit": MEMORY_LIMIT, "used": used,
+                                 "attempt": ATTEMPT, "finished_at": time.time()})
+        mib = 1 << 20
+        note(f"error: out of memory: the attempt used {used / mib:.0f} MiB, over the {MEMORY_LIMIT / mib:.0f} MiB "
+             "TRAIN_MEMORY allows; stopped it")
+        with_group = os.getpgrp() == self.me
+        self.members = attempt_processes(process_table(), self.me)   # fresh: no pid reused since the last look
+        for pid in sorted(self.members - {self.me}):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if with_group:
+            try:
+                os.killpg(self.me, signal.SIGKILL)
+            except OSError:
+                pass
+        os.kill(self.me, signal.SIGKILL)
 
 
 def _reference_curve() -> list:
@@ -240,7 +459,8 @@ def _reference_curve() -> list:
 # ---------------------------------------------------------------------------
 # Weights: what an attempt leaves for the next one to start from
 
-TRAINED = {"model": None, "epoch": 0}   # the model of the latest fit, and the epoch its weights are at
+TRAINED = {"model": None, "epoch": 0, "diverged": False}   # the latest fit's model, its epoch, its loss went NaN
+TRAINING = {"calls": 0, "model": False}   # training calls that ran; whether the script made a Keras model
 
 
 def layers_file(weights: str | Path) -> Path:
@@ -283,8 +503,8 @@ def save_trained() -> None:
     """TWEAKOPS_WEIGHTS_OUT: the latest fit's model, after each fit and at the end of the
     script. Never the reason an attempt fails: one line and the attempt goes on."""
     model = TRAINED["model"]
-    if not WEIGHTS_OUT or model is None:
-        return
+    if not WEIGHTS_OUT or model is None or TRAINED["diverged"]:
+        return  # a diverged model's weights (NaN) are nothing to start from
     try:
         save_weights(model, WEIGHTS_OUT, TRAINED["epoch"])
     except Exception as exc:  # noqa: BLE001
@@ -622,9 +842,9 @@ def patch_keras() -> None:
             super().__init__()
             self.fit_index = fit_index
             self.warm_epoch = warm_epoch  # where a warm start continues: not a resume
-            self.last_beat = 0.0
             self.epoch = 0
             self.began = False
+            self.diverged = False
 
         def on_train_begin(self, logs=None):
             # the checkpoint restores after this (it comes after the Recorder): the epoch
@@ -634,7 +854,7 @@ def patch_keras() -> None:
             if outputs:
                 METRICS_FILE.data["outputs"] = outputs   # the classes: what chance is (diagnose.py)
             TRAINED["epoch"] = self.warm_epoch
-            beat(0)
+            advanced(0, now=True)
 
         def on_train_end(self, logs=None):
             if not self.began:
@@ -657,10 +877,8 @@ def patch_keras() -> None:
             self.started = time.time()
 
         def on_train_batch_end(self, batch, logs=None):
-            now = time.time()
-            if now - self.last_beat >= HEARTBEAT_EVERY:
-                self.last_beat = now
-                beat(self.epoch, batch + 1)
+            advanced(self.epoch, batch + 1)
+            self._check_loss(logs, self.epoch)
 
         def on_epoch_end(self, epoch, logs=None):
             record = {"fit": self.fit_index, "epoch": epoch + 1, "time": round(time.time() - self.started, 3)}
@@ -668,8 +886,29 @@ def patch_keras() -> None:
             METRICS_FILE.data["epochs"].append(record)
             METRICS_FILE.save()
             TRAINED["epoch"] = epoch + 1
-            beat(epoch + 1)
-            self._judge(epoch + 1, record)
+            advanced(epoch + 1, now=True)
+            self._check_loss(logs, epoch + 1)
+            if not self.diverged:
+                self._judge(epoch + 1, record)
+
+        def _check_loss(self, logs, epoch: int) -> None:
+            """A NaN or infinite loss stops the fit (TerminateOnNaN), with one line."""
+            loss = (logs or {}).get("loss")
+            if self.diverged or loss is None:
+                return
+            try:
+                value = float(loss)
+            except (TypeError, ValueError):
+                return
+            if math.isfinite(value):
+                return
+            self.diverged = TRAINED["diverged"] = True
+            METRICS_FILE.data.setdefault("diverged", epoch)
+            METRICS_FILE.save()
+            what = "NaN" if math.isnan(value) else "infinite"
+            note(f"the loss became {what} at epoch {epoch}: the training diverged; "
+                 "a smaller learning rate usually fixes it")
+            self.model.stop_training = True
 
         def _judge(self, epoch: int, record: dict) -> None:
             mine = _accuracy_of(record, "val_")
@@ -763,6 +1002,7 @@ def patch_keras() -> None:
 
     original_fit = keras.Model.fit
     original_evaluate = keras.Model.evaluate
+    count_training(keras)
 
     def ensure_built(model, args, kwargs, keras2: bool = False) -> str | None:
         """Build an unbuilt model from its first batch; None, or why it could not be.
@@ -830,6 +1070,9 @@ def patch_keras() -> None:
             kwargs.pop("initial_epoch", None)
             original_fit(self, *args, **kwargs)
             raise BuildChecked()
+        TRAINING["calls"] += 1
+        TRAINING["model"] = True
+        TRAINED["diverged"] = False
         fit_index = fit_calls[0]
         fit_calls[0] += 1
         callbacks = list(kwargs.pop("callbacks", None) or [])
@@ -860,12 +1103,45 @@ def patch_keras() -> None:
     def evaluate(self, *args, **kwargs):
         if kwargs.get("_use_cached_eval_dataset"):  # fit's own validation pass
             return original_evaluate(self, *args, **kwargs)
+        TRAINING["model"] = True
         callbacks = list(kwargs.pop("callbacks", None) or [])
         callbacks.append(SafeEvaluateRecorder())
         return original_evaluate(self, *args, callbacks=callbacks, **kwargs)
 
     keras.Model.fit = fit
     keras.Model.evaluate = evaluate
+
+
+def count_training(keras) -> None:
+    """Note every training call besides fit (train_on_batch, an optimizer step of a custom
+    loop) and every use of a model (compile, predict): what the never-trained check reads.
+    fit_generator is fit underneath."""
+    def counting(cls, name, key):
+        original = cls.__dict__.get(name) or getattr(cls, name, None)
+        if original is None or getattr(original, "_tweakops_counts", False):
+            return
+
+        def wrapper(self, *args, **kwargs):
+            if key == "calls":
+                TRAINING["calls"] += 1
+            TRAINING["model"] = True
+            return original(self, *args, **kwargs)
+        wrapper._tweakops_counts = True
+        wrapper.__wrapped__ = original
+        setattr(cls, name, wrapper)
+
+    try:
+        counting(keras.Model, "train_on_batch", "calls")
+        counting(keras.Model, "compile", "model")
+        counting(keras.Model, "predict", "model")
+        optimizers = [keras.optimizers.Optimizer, getattr(getattr(keras.optimizers, "legacy", None), "Optimizer", None)]
+        for cls in {c for c in optimizers if isinstance(c, type)}:
+            for name in ("apply_gradients", "apply"):
+                if hasattr(cls, name):
+                    counting(cls, name, "calls")
+    except Exception as exc:  # noqa: BLE001 - never the reason a script fails
+        note(f"the check for a training call is off: {_one_line(exc)}")
+        TRAINING["calls"] = -1
 
 
 # ---------------------------------------------------------------------------
@@ -923,13 +1199,6 @@ def patch_sklearn() -> None:
     sklearn.metrics.accuracy_score = accuracy_score
     sklearn.base.ClassifierMixin.score = score
 
-    def heartbeat_thread():
-        while True:
-            beat()
-            time.sleep(HEARTBEAT_EVERY)
-
-    threading.Thread(target=heartbeat_thread, daemon=True).start()
-
 
 # ---------------------------------------------------------------------------
 
@@ -965,6 +1234,7 @@ def run(script: str) -> int:
     random.seed(SEED)
     os.environ.setdefault("PYTHONHASHSEED", str(SEED))
     beat()
+    watch = Watch().start()
     code = 0
     try:
         if FRAMEWORK == "keras":
@@ -989,8 +1259,16 @@ def run(script: str) -> int:
         if why:
             print(f"tweakops: error: {why}", file=sys.stderr, flush=True)
         code = 1
+    if FRAMEWORK == "keras" and not BUILD_CHECK and TRAINING["model"]:
+        METRICS_FILE.data["trained"] = TRAINING["calls"] != 0
+        if code == 0 and TRAINING["calls"] == 0:
+            print("tweakops: error: the script never trains a model: no fit() call ran; "
+                  f"call model.fit(...) in {script}", file=sys.stderr, flush=True)
+            code = EXIT_NEVER_TRAINED
     if code == 0:
         save_trained()  # the weights as the script leaves them
+    if MEMORY_LIMIT:
+        METRICS_FILE.data["memory_peak"] = watch.peak
     METRICS_FILE.data["finished"] = code == 0
     METRICS_FILE.save()
     return code
@@ -1004,7 +1282,10 @@ def main() -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     if RESULT:
-        _write_json(RESULT, {"exit_code": code, "finished_at": time.time()})
+        record = {"exit_code": code, "finished_at": time.time()}
+        if code == EXIT_NEVER_TRAINED and METRICS_FILE.data.get("trained") is False:
+            record["reason"] = "never-trained"
+        _write_json(RESULT, record)
     return code
 
 

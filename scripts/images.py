@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -40,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-import runners
+import dockercli
 import state
 
 DOCKER_DIR = state.ROOT / "docker"
@@ -78,12 +77,12 @@ def tag_of(cfg: dict, variant: str) -> str:
 
 
 def image_id(ref: str) -> str | None:
-    proc = runners.docker_cli("image", "inspect", "--format", "{{.Id}}", ref, check=False)
+    proc = dockercli.docker_cli("image", "inspect", "--format", "{{.Id}}", ref, check=False)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def need_engine() -> None:
-    if runners.engine_version() is None:
+    if dockercli.engine_version() is None:
         raise state.TweakopsError("no Docker engine answers; run make engine-start (as root) or start dockerd",
                                   state.EXIT_RUNNER_FAILED)
 
@@ -104,7 +103,7 @@ def base(cfg: dict, force: bool = False) -> None:
     tarball = BASE_DIR / f"{SUITE}.tar"
     if force or not tarball.exists():
         debootstrap(cfg, tarball)
-    runners.docker_cli("import", "--change", "ENV LANG=C.UTF-8", "--change", 'CMD ["python3"]',
+    dockercli.docker_cli("import", "--change", "ENV LANG=C.UTF-8", "--change", 'CMD ["python3"]',
                        "--message", f"debootstrap {SUITE} + {BASE_PACKAGES}", str(tarball), ref,
                        what=f"docker import of {tarball}")
     state.info(f"base: {ref} imported in {time.time() - started:.0f}s ({tarball.stat().st_size / 1e6:.0f} MB)")
@@ -222,7 +221,7 @@ def build(cfg: dict, variant: str, force: bool = False) -> None:
     ref = tag_of(cfg, variant)
     digest = inputs_digest(cfg, variant)
     if not force and image_id(ref):
-        label = runners.docker_cli("image", "inspect", "--format", '{{index .Config.Labels "tweakops.inputs"}}',
+        label = dockercli.docker_cli("image", "inspect", "--format", '{{index .Config.Labels "tweakops.inputs"}}',
                                    ref).stdout.strip()
         if label == digest:
             state.info(f"images: {ref} is up to date")
@@ -241,11 +240,11 @@ def build(cfg: dict, variant: str, force: bool = False) -> None:
         raise state.TweakopsError(f"docker build of {ref} failed (exit {proc.returncode}); see the output above",
                                   state.EXIT_RUNNER_FAILED)
     state.info(f"images: built {ref} in {time.time() - started:.0f}s ({image_size(ref) / 1e6:.0f} MB)")
-    runners.docker_cli("image", "prune", "--force", "--filter", "dangling=true", check=False)
+    dockercli.docker_cli("image", "prune", "--force", "--filter", "dangling=true", check=False)
 
 
 def image_size(ref: str) -> int:
-    return int(runners.docker_cli("image", "inspect", "--format", "{{.Size}}", ref).stdout.strip())
+    return int(dockercli.docker_cli("image", "inspect", "--format", "{{.Size}}", ref).stdout.strip())
 
 
 def check(cfg: dict) -> int:
@@ -289,9 +288,9 @@ def push(cfg: dict, variants: list[str]) -> int:
                 raise state.TweakopsError(f"{ref} is not built; run make images first")
             continue
         remote = f"{reg}/{ref}"
-        runners.docker_cli("tag", ref, remote)
+        dockercli.docker_cli("tag", ref, remote)
         state.info(f"images: pushing {remote}")
-        runners.docker_cli("push", remote, what=f"docker push {remote}", code=state.EXIT_PUBLISH_FAILED,
+        dockercli.docker_cli("push", remote, what=f"docker push {remote}", code=state.EXIT_PUBLISH_FAILED,
                            timeout=1800)
         print(remote)
         pushed += 1
@@ -305,9 +304,9 @@ def pull(cfg: dict, variants: list[str]) -> int:
         ref = tag_of(cfg, variant)
         remote = f"{reg}/{ref}"
         state.info(f"images: pulling {remote}")
-        runners.docker_cli("pull", remote, what=f"docker pull {remote}", code=state.EXIT_PUBLISH_FAILED,
+        dockercli.docker_cli("pull", remote, what=f"docker pull {remote}", code=state.EXIT_PUBLISH_FAILED,
                            timeout=1800)
-        runners.docker_cli("tag", remote, ref)
+        dockercli.docker_cli("tag", remote, ref)
         print(ref)
     return state.EXIT_OK
 

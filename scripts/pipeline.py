@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import attempts
-import runners
 import state
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -110,7 +109,7 @@ def main(argv=None) -> int:
     state.hold_run(cfg, "pipeline", args.wait if args.wait is not None else (60 if args.resume else None))
     started = time.time()
     me = os.getpid()
-    state.update_run(cfg, PIPELINE_PID=me, PIPELINE_PID_START=runners.process_start_time(me))
+    state.update_run(cfg, PIPELINE_PID=me, PIPELINE_PID_START=state.process_start_time(me))
     code = None
     try:
         code = loop(cfg, args.resume, started)
@@ -134,7 +133,7 @@ def loop(cfg: dict, resuming: bool, started: float) -> int:
                 return code
             if name == "fetch":  # fetch starts a new run.env: say again who runs it
                 me = os.getpid()
-                state.update_run(cfg, PIPELINE_PID=me, PIPELINE_PID_START=runners.process_start_time(me))
+                state.update_run(cfg, PIPELINE_PID=me, PIPELINE_PID_START=state.process_start_time(me))
         code = run_attempt()
     # the caps (MAX_TWEAKS, MAX_MINUTES, our own published commit) live in tweak.py: exit 8
     while code == state.EXIT_BELOW_TARGET:

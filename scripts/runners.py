@@ -19,6 +19,23 @@ status — can ask about a run another one started.
     code = runner.wait(fields)
     code, output = runner.run_sync(job, {"TWEAKOPS_BUILD_CHECK": "1"}, timeout=120)
 
+What the script sees: the local runner gives it an allow-list of this machine's
+environment (worker.script_env: PATH, HOME, locale, PYTHON*, the frameworks' TF_*/KERAS_*/
+CUDA_*/OMP_*..., TWEAKOPS_*; never a credential such as SMTP_PASSWORD or JENKINS_TOKEN),
+the harness's keys, and the variables TRAIN_ENV names (comma or space separated, values
+from this environment; naming a credential there is the user's choice; a name that is not
+set is skipped). The Docker runner passes the TRAIN_ENV names by name (`--env NAME`: the
+value never appears on a command line) on top of the container's own environment.
+
+Memory: TRAIN_MEMORY (docker's sizes: 4g, 300m, 512k, bytes) is docker --memory, and
+under the local runner the harness's watch of its process tree (TWEAKOPS_MEMORY_LIMIT,
+bytes; PSS, so pages shared with a warm worker are not counted twice) kills an attempt
+over it and writes `{"exit_code": 137, "reason": "oom", "limit": bytes, "used": bytes}`
+to its result file. A SIGKILL where the kernel's own OOM killer got there first (the
+oom_kill counter of the attempt's memory cgroup grew) is recorded there too, with
+`"killed_by": "kernel"`. Either way LocalRunner.wait, like DockerRunner.wait, sets
+STATUS=oom and raises exit 5 (EXIT_RUNNER_FAILED) with one line.
+
 Runtimes (scripts/runtimes.py): a job runs in job.runtime (keras2, keras3, sklearn):
 TWEAKOPS_RUNTIME tells the harness which, and keras2 sets TF_USE_LEGACY_KERAS=1 (the
 Keras 2 package, tf_keras, is in the .venv and the keras image alike). When
@@ -33,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -42,11 +60,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import runtimes
+import dockercli
 import state
 import worker
 
 HARNESS = Path(__file__).resolve().parent / "harness.py"
 EXIT_KILLED = 137  # 128 + SIGKILL: what a killed run reports, like Docker does
+# what one attempt's harness is told: never taken from this process's own environment
+ATTEMPT_KEYS = {f"TWEAKOPS_{k}" for k in (
+    "ATTEMPT", "FRAMEWORK", "RUNTIME", "SEED", "METRICS", "RESULT", "HEARTBEAT", "CHECKPOINT_DIR", "REFERENCE",
+    "WEIGHTS_OUT", "WARM_FROM", "WARM_EPOCHS", "DEADLINE", "BUILD_CHECK", "MEMORY_LIMIT")} | {"TF_USE_LEGACY_KERAS"}
 
 
 def weights_path(attempt: int) -> str:
@@ -128,6 +151,16 @@ class Job:
         return env
 
 
+class RunnerFailed(state.TweakopsError):
+    """The runner could not run or finish the attempt: `status` is the run.env STATUS it
+    means (engine-down, image-missing, start-failed, oom), `exit_code` the attempt's."""
+
+    def __init__(self, status: str, message: str, exit_code: int | None = None):
+        super().__init__(message, state.EXIT_RUNNER_FAILED)
+        self.status = status
+        self.exit_code = exit_code
+
+
 class Runner:
     name = "base"
 
@@ -146,6 +179,10 @@ class Runner:
     def stop(self, fields: dict[str, str]) -> None:
         raise NotImplementedError
 
+    def fail(self, status: str, message: str, exit_code: int | None = None) -> None:
+        """Report a runner failure: RunnerFailed (exit 5, one line); train.py records it."""
+        raise RunnerFailed(status, message, exit_code)
+
     def run_sync(self, job: Job, extra_env: dict, timeout: float) -> tuple[int, str]:
         """Run the harness for `job` to completion with `extra_env` added (e.g.
         TWEAKOPS_BUILD_CHECK=1): (exit code, stdout and stderr together). Nothing goes
@@ -153,24 +190,85 @@ class Runner:
         raise NotImplementedError
 
 
+def read_record(job_result: Path) -> dict | None:
+    """The whole result file ({"exit_code", "reason", "limit", "used", ...}), or None."""
+    try:
+        record = json.loads(Path(job_result).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def read_result(job_result: Path) -> int | None:
     """The exit code the harness wrote, or None when it never got to write one."""
     try:
-        return int(json.loads(job_result.read_text())["exit_code"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int((read_record(job_result) or {})["exit_code"])
+    except (KeyError, ValueError, TypeError):
         return None
 
 
-def process_start_time(pid: int) -> str | None:
-    """Start time of a process in clock ticks since boot (/proc), against PID reuse."""
+SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgt]?)i?b?", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def memory_bytes(text: str) -> int:
+    """TRAIN_MEMORY as docker reads it ("4g", "300m", "512k", "1.5g", bytes); 0 or "" = none."""
+    text = str(text).strip()
+    if text in ("", "0"):
+        return 0
+    found = SIZE.fullmatch(text)
+    if not found:
+        raise state.TweakopsError(f"TRAIN_MEMORY={text!r} is not a size; give bytes or a number with k, m or g "
+                                  "(4g, 300m)", state.EXIT_BAD_INPUT)
+    return int(float(found.group(1)) * SIZE_UNITS[found.group(2).lower()])
+
+
+def train_env_names(cfg: dict) -> list[str]:
+    """The environment variables TRAIN_ENV lets the script see (comma or space separated)."""
+    names = [n for n in re.split(r"[\s,]+", str(cfg.get("TRAIN_ENV") or "")) if n]
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise state.TweakopsError(f"TRAIN_ENV names {name!r}, which is not an environment variable name; "
+                                      "list names like MY_KEY,OTHER_KEY", state.EXIT_BAD_INPUT)
+    return names
+
+
+def cgroup_oom_kills(pid: int | str = "self") -> tuple[Path, int] | None:
+    """(file, count) of the kernel's OOM kills in the memory cgroup of `pid` (cgroup v2
+    memory.events, v1 memory.oom_control), or None where neither is readable. The path in
+    /proc/PID/cgroup may be longer than what this mount shows (a container's namespace):
+    its shorter tails are tried too."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] == "Z":  # a zombie has finished
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":
+            where = [(Path("/sys/fs/cgroup"), "memory.events"), (Path("/sys/fs/cgroup/unified"), "memory.events")]
+        elif "memory" in controllers.split(","):
+            where = [(Path("/sys/fs/cgroup/memory"), "memory.oom_control")]
+        else:
+            continue
+        parts = [part for part in path.split("/") if part]
+        for root, name in where:
+            for i in range(len(parts) + 1):
+                counter = root.joinpath(*parts[i:], name)
+                count = _oom_kill_count(counter)
+                if count is not None:
+                    return counter, count
+    return None
+
+
+def _oom_kill_count(counter: Path) -> int | None:
+    try:
+        for line in counter.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
         return None
-    return fields[19]
+    return None
 
 
 class LocalRunner(Runner):
@@ -182,6 +280,9 @@ class LocalRunner(Runner):
     import. The child gets exactly env(job), leads its own session like a cold one, and
     its exit code comes over the worker's connection. Any worker failure starts the
     attempt cold (`python -u harness.py MODEL_FILE`, as without a worker) with one line.
+
+    Its environment is env(job): the allow-list, TRAIN_ENV's names and the harness's keys,
+    TWEAKOPS_MEMORY_LIMIT (TRAIN_MEMORY in bytes) among them; nothing else of this process.
     """
 
     name = "local"
@@ -191,6 +292,8 @@ class LocalRunner(Runner):
         self._children: dict[int, subprocess.Popen] = {}
         self._attempts: dict[int, worker.Attempt] = {}   # forked by a warm worker for this runner
         self._results: dict[int, Path] = {}
+        self._numbers: dict[int, int] = {}               # pid -> attempt number
+        self._oom_kills: dict[int, tuple[Path, int]] = {}  # pid -> its cgroup's OOM kills at start
 
     def warm(self, job: Job) -> bool:
         """Through a warm worker: only this interpreter's jobs (a derived environment's
@@ -217,12 +320,17 @@ class LocalRunner(Runner):
         return runtimes.local_python(job.requirements, job.runtime_name)
 
     def env(self, job: Job, extra_env: dict | None = None) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("DATA_DIR", None)  # only the job's own: a script without one sees none
-        for key in ("TWEAKOPS_RUNTIME", "TF_USE_LEGACY_KERAS", "TWEAKOPS_BUILD_CHECK"):
+        """The attempt's whole environment (the same warm or cold): the allow-list of this
+        one, TRAIN_ENV's names, the harness's keys; never an earlier attempt's keys."""
+        env = worker.script_env(os.environ)
+        env.update({name: os.environ[name] for name in train_env_names(self.cfg) if name in os.environ})
+        for key in (*ATTEMPT_KEYS, "DATA_DIR"):  # only the job's own (a script without a DATA_DIR sees none)
             env.pop(key, None)
         env.update(job.harness_env(str(job.state_dir), None if job.data_dir is None else str(job.data_dir)))
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", str(self.cfg.get("TF_CPP_MIN_LOG_LEVEL", "2")))
+        limit = memory_bytes(self.cfg.get("TRAIN_MEMORY") or "")
+        if limit:
+            env["TWEAKOPS_MEMORY_LIMIT"] = str(limit)
         env.update(extra_env or {})
         return env
 
@@ -308,7 +416,11 @@ class LocalRunner(Runner):
             pid = proc.pid
             self._children[pid] = proc
         self._results[pid] = job.state_dir / job.state_path("result")
-        return {"PID": str(pid), "PID_START": process_start_time(pid) or ""}
+        self._numbers[pid] = job.attempt
+        counted = cgroup_oom_kills(pid) or cgroup_oom_kills()
+        if counted is not None:
+            self._oom_kills[pid] = counted
+        return {"PID": str(pid), "PID_START": state.process_start_time(pid) or ""}
 
     def alive(self, fields: dict[str, str]) -> bool:
         pid = int(fields.get("PID") or 0)
@@ -323,11 +435,33 @@ class LocalRunner(Runner):
                 return False
             if not attempt.lost:
                 return True  # its worker has not said it ended
-        started = process_start_time(pid)
+        started = state.process_start_time(pid)
         return started is not None and started == fields.get("PID_START")
 
     def wait(self, fields: dict[str, str], poll: float = 0.5) -> int:
+        """The exit code; an attempt stopped for memory (the harness's watch, or the
+        kernel's OOM killer) sets STATUS=oom and raises exit 5, as under Docker."""
         pid = int(fields.get("PID") or 0)
+        result = fields.get("RESULT") or (str(self._results[pid]) if pid in self._results else "")
+        code = self._exit_code(fields, pid, result, poll)
+        record = read_record(Path(result)) if result else None
+        if (record or {}).get("reason") != "oom" and code == EXIT_KILLED and self._kernel_killed(pid):
+            record = {"exit_code": code, "reason": "oom", "killed_by": "kernel", "attempt": self._numbers.get(pid),
+                      "finished_at": time.time()}
+            if result:
+                state.atomic_write(result, json.dumps(record, indent=1))
+        if (record or {}).get("reason") == "oom":
+            attempt = record.get("attempt") or self._numbers.get(pid) or "?"
+            limit = self.cfg.get("TRAIN_MEMORY")
+            if record.get("killed_by") == "kernel":
+                self.fail("oom", f"attempt {attempt} ran out of memory: the kernel's OOM killer stopped it before "
+                          f"TRAIN_MEMORY={limit} was reached (this machine or its cgroup has less); "
+                          "make the model smaller or train where there is more memory", code)
+            self.fail("oom", f"attempt {attempt} ran out of memory (TRAIN_MEMORY={limit}) and was killed; "
+                      "raise TRAIN_MEMORY or make the model smaller", code)
+        return code
+
+    def _exit_code(self, fields: dict[str, str], pid: int, result: str, poll: float) -> int:
         child = self._children.get(pid)
         if child is not None:
             code = child.wait()
@@ -341,9 +475,16 @@ class LocalRunner(Runner):
             time.sleep(poll)
         # not our child (or its worker died): the harness's own record, else it was
         # killed before writing one
-        result = fields.get("RESULT") or (str(self._results[pid]) if pid in self._results else "")
         code = read_result(Path(result)) if result else None
         return EXIT_KILLED if code is None else code
+
+    def _kernel_killed(self, pid: int) -> bool:
+        """Did the kernel's OOM killer act in the attempt's cgroup since it started?"""
+        before = self._oom_kills.get(pid)
+        if before is None:
+            return False
+        now = _oom_kill_count(before[0])
+        return now is not None and now > before[1]
 
     def stop(self, fields: dict[str, str], grace: float = 10.0) -> None:
         """SIGTERM the run's process group, SIGKILL what is left after `grace` seconds."""
@@ -367,7 +508,6 @@ class LocalRunner(Runner):
 # ---------------------------------------------------------------------------
 # Docker
 
-DOCKER_TIMEOUT = 120     # seconds for one docker CLI call (inspect, rm, run --detach)
 PIDS_LIMIT = 1024        # TensorFlow's thread pools count as pids; a fork bomb stops here
 CONTAINER_UID = 1000     # the images' user; used when tweakops itself runs as root
 ALIVE_EVERY = 1.0        # seconds a "running" answer of docker inspect is trusted
@@ -381,44 +521,6 @@ IN_CONTAINER = {         # where the runner mounts what the harness needs
 # the STATE_DIR mount, so the log survives the death of train.py like the local
 # runner's. A constant string: the paths arrive as "$0", "$1", "$2", never pasted in.
 IN_CONTAINER_COMMAND = 'exec python -u "$0" "$1" >>"$2" 2>&1'
-
-
-def docker_reason(stderr: str) -> str:
-    """Docker's own reason from its stderr, without the "Run 'docker run --help'" hint."""
-    lines = [line.strip() for line in stderr.splitlines()
-             if line.strip() and not line.startswith("Run '") and not line.startswith("See '")]
-    reason = lines[-1] if lines else "(no message)"
-    return reason[len("docker: "):] if reason.startswith("docker: ") else reason
-
-
-def docker_cli(*args: str, check: bool = True, what: str = "", code: int = state.EXIT_RUNNER_FAILED,
-               timeout: float = DOCKER_TIMEOUT) -> subprocess.CompletedProcess:
-    """Run the docker CLI with an argument list; a failure raises one line naming `what`."""
-    what = what or f"docker {args[0]}"
-    try:
-        proc = subprocess.run(["docker", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout)
-    except FileNotFoundError:
-        raise state.TweakopsError("the docker CLI is not installed; run make system-deps (Debian's docker.io) "
-                                  "or use RUNNER=local", state.EXIT_RUNNER_FAILED) from None
-    except subprocess.TimeoutExpired:
-        raise state.TweakopsError(f"{what} did not answer in {timeout:.0f}s; is the Docker engine hung?", code) from None
-    if check and proc.returncode != 0:
-        raise state.TweakopsError(f"{what} failed: {docker_reason(proc.stderr)}", code)
-    return proc
-
-
-def engine_version(timeout: float = 10) -> str | None:
-    """The engine's version when one answers the docker CLI (DOCKER_HOST or the default socket)."""
-    try:
-        proc = docker_cli("version", "--format", "{{.Server.Version}}", check=False, timeout=timeout)
-    except state.TweakopsError:
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
-
-
-def image_present(image: str) -> bool:
-    return docker_cli("image", "inspect", "--format", "{{.Id}}", image, check=False).returncode == 0
 
 
 class DockerRunner(Runner):
@@ -443,15 +545,11 @@ class DockerRunner(Runner):
     @classmethod
     def usable(cls, cfg: dict) -> bool:
         """For RUNNER=auto: an engine answers and the image this run needs is there."""
-        if engine_version() is None:
+        if dockercli.engine_version() is None:
             return False
         run = state.read_run(cfg)
         images = [run["IMAGE"]] if run.get("IMAGE") else [cfg["IMAGE_KERAS"], cfg["IMAGE_SKLEARN"]]
-        return all(image_present(image) for image in images)
-
-    def fail(self, status: str, message: str) -> None:
-        state.update_run(self.cfg, STATUS=status)
-        raise state.TweakopsError(message, state.EXIT_RUNNER_FAILED)
+        return all(dockercli.image_present(image) for image in images)
 
     def image_for(self, job: Job) -> str:
         if job.framework == "keras" and self.cfg.get("GPUS"):
@@ -492,12 +590,12 @@ class DockerRunner(Runner):
     def ready_image(self, job: Job) -> tuple[str, str]:
         """(engine version, image to run): the runtime image, or its derived image with the
         model repository's requirements (runtimes.py builds it once)."""
-        version = engine_version()
+        version = dockercli.engine_version()
         if version is None:
             self.fail("engine-down", "no Docker engine answers (docker version failed); start one with "
                       "make engine-start, or use RUNNER=local")
         image = self.image_for(job)
-        if not image_present(image):
+        if not dockercli.image_present(image):
             self.fail("image-missing", f"image {image} is missing; build it with make images "
                       "(or make images-pull with DOCKER_REGISTRY set)")
         if job.requirements is not None:
@@ -533,6 +631,11 @@ class DockerRunner(Runner):
             "--cpus", self.cpus(), "--pids-limit", str(PIDS_LIMIT),
             "--mount", f"type=bind,source={job.checkout},target={IN_CONTAINER['checkout']}",
         ]
+        if (Path(job.checkout) / ".git").exists():
+            # git runs on the host in this checkout (publish, fetch): the model's code must
+            # not plant a hook or a config there
+            args += ["--mount", f"type=bind,source={Path(job.checkout) / '.git'},"
+                                f"target={IN_CONTAINER['checkout']}/.git,readonly"]
         if job.data_dir is not None:
             args += ["--mount", f"type=bind,source={job.data_dir},target={IN_CONTAINER['data']},readonly"]
         args += [
@@ -542,6 +645,9 @@ class DockerRunner(Runner):
         ]
         for key, value in sorted(env.items()):
             args += ["--env", f"{key}={value}"]
+        for name in train_env_names(cfg):
+            if name in os.environ and name not in env:
+                args += ["--env", name]  # the docker CLI takes the value from its environment
         if cfg.get("GPUS"):
             args += ["--gpus", str(cfg["GPUS"])]
         return args
@@ -551,40 +657,40 @@ class DockerRunner(Runner):
         of its own (the training container tweakops-<type> is left alone)."""
         _, image = self.ready_image(job)
         name = f"tweakops-{job.model_type}-check-{os.getpid()}"
-        docker_cli("rm", "--force", name, check=False)
+        dockercli.docker_cli("rm", "--force", name, check=False)
         args = ["run", "--rm", "--name", name, *self.run_args(job, extra_env, log=False),
                 image, "python", "-u", IN_CONTAINER["harness"], job.model_file]
         try:
             proc = subprocess.run(["docker", *args], stdin=subprocess.DEVNULL, capture_output=True,
                                   timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            docker_cli("rm", "--force", name, check=False)
+            dockercli.docker_cli("rm", "--force", name, check=False)
             out = (exc.stdout or b"") + (exc.stderr or b"")
             return EXIT_KILLED, out.decode(errors="replace") + f"\ntweakops: killed after {timeout:.0f}s\n"
         output = (proc.stdout + proc.stderr).decode(errors="replace")
         stderr = proc.stderr.decode(errors="replace")
         if proc.returncode == 125 and stderr.startswith("docker: "):  # docker's own failure, not the script's
-            self.fail("start-failed", f"container {name} could not start: {docker_reason(stderr)}")
+            self.fail("start-failed", f"container {name} could not start: {dockercli.docker_reason(stderr)}")
         return proc.returncode, output
 
     def start(self, job: Job) -> dict[str, str]:
         version, image = self.ready_image(job)
         name = self.container_name(job)
         # the previous instance of this name goes first, running or not
-        removed = docker_cli("rm", "--force", name, check=False)
+        removed = dockercli.docker_cli("rm", "--force", name, check=False)
         if removed.returncode != 0 and "No such container" not in removed.stderr:
-            self.fail("start-failed", f"could not remove the old container {name}: {docker_reason(removed.stderr)}")
+            self.fail("start-failed", f"could not remove the old container {name}: {dockercli.docker_reason(removed.stderr)}")
         args = ["run", "--detach", "--name", name, *self.run_args(job)]
         in_log = f"{IN_CONTAINER['state']}/{job.log.relative_to(job.state_dir)}"
         args += [image, "sh", "-c", IN_CONTAINER_COMMAND, IN_CONTAINER["harness"], job.model_file, in_log]
-        started = docker_cli(*args, check=False)
+        started = dockercli.docker_cli(*args, check=False)
         if started.returncode != 0:
-            self.fail("start-failed", f"container {name} could not start: {docker_reason(started.stderr)}")
+            self.fail("start-failed", f"container {name} could not start: {dockercli.docker_reason(started.stderr)}")
         state.info(f"docker: container {name} ({started.stdout.strip()[:12]}) from {image} on Docker {version}")
         return {"CONTAINER": name}
 
     def inspect(self, name: str) -> dict | None:
-        proc = docker_cli("inspect", "--type", "container", "--format", "{{json .State}}", name, check=False)
+        proc = dockercli.docker_cli("inspect", "--type", "container", "--format", "{{json .State}}", name, check=False)
         if proc.returncode != 0:
             return None
         return json.loads(proc.stdout)
@@ -613,7 +719,7 @@ class DockerRunner(Runner):
             except state.TweakopsError:
                 info = None
             if info is None:
-                if engine_version() is None:
+                if dockercli.engine_version() is None:
                     self.fail("engine-down", f"the Docker engine stopped answering while {name} ran; "
                               "start it (make engine-start) and make watchdog restarts the attempt")
                 self.fail("start-failed", f"container {name} is gone (removed from outside?)")
@@ -622,9 +728,8 @@ class DockerRunner(Runner):
             time.sleep(poll)
         code = int(info.get("ExitCode", 0))
         if info.get("OOMKilled"):
-            state.update_run(self.cfg, EXIT_CODE=code)
             self.fail("oom", f"container {name} ran out of memory (TRAIN_MEMORY={self.cfg['TRAIN_MEMORY']}) and "
-                      "was killed; raise TRAIN_MEMORY or make the model smaller")
+                      "was killed; raise TRAIN_MEMORY or make the model smaller", code)
         if info.get("Error"):
             self.fail("start-failed", f"container {name} could not start: {info['Error']}")
         return code
@@ -633,7 +738,7 @@ class DockerRunner(Runner):
         """SIGTERM, then SIGKILL after `grace` seconds; the container stays for inspection."""
         name = fields.get("CONTAINER")
         if name and self.alive(fields):
-            docker_cli("stop", "--time", str(int(grace)), name, check=False, timeout=grace + DOCKER_TIMEOUT)
+            dockercli.docker_cli("stop", "--time", str(int(grace)), name, check=False, timeout=grace + dockercli.DOCKER_TIMEOUT)
 
 
 RUNNERS: dict[str, type[Runner]] = {"local": LocalRunner, "docker": DockerRunner}

@@ -51,6 +51,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import dockercli
 import state
 import worker
 
@@ -270,11 +271,9 @@ def local_python(requirements: Path, runtime: str) -> str:
 
 def image_pins(image: str) -> dict[str, str]:
     """Every distribution the image's /opt/venv holds, asked of the image itself."""
-    import runners
-
     code = ("import importlib.metadata as m\n"
             "for d in m.distributions():\n    print(d.metadata['Name'], d.version)\n")
-    proc = runners.docker_cli("run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", code,
+    proc = dockercli.docker_cli("run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", code,
                               what=f"listing the packages of {image}")
     pins = {}
     for line in proc.stdout.splitlines():
@@ -292,19 +291,17 @@ def derived_tag(image: str, key: str) -> str:
 def docker_image(requirements: Path, runtime: str, image: str) -> str:
     """The derived image of `image` with `requirements` installed (built once, then cached)."""
     import images
-    import runners
-
     requirements = Path(requirements).resolve()
-    base_id = runners.docker_cli("image", "inspect", "--format", "{{.Id}}", image, check=False).stdout.strip()
+    base_id = dockercli.docker_cli("image", "inspect", "--format", "{{.Id}}", image, check=False).stdout.strip()
     if not base_id:
         raise state.TweakopsError(f"image {image} is missing; build it with make images", state.EXIT_RUNNER_FAILED)
     key = digest(requirements, runtime, base_id)
     tag = derived_tag(image, key)
-    if runners.image_present(tag):
+    if dockercli.image_present(tag):
         state.info(f"runtime: {requirements.name} already installed in {tag} (cached)")
         return tag
     with locked(REQ_WHEELS / f"{key[:16]}.lock"):
-        if runners.image_present(tag):
+        if dockercli.image_present(tag):
             return tag
         pins = image_pins(image)
         keep, notes = plan(requirements, pins, runtime)
@@ -312,7 +309,7 @@ def docker_image(requirements: Path, runtime: str, image: str) -> str:
             state.info(f"runtime: left out {note}")
         if not keep:
             state.info(f"runtime: {image} has everything {requirements} asks for")
-            runners.docker_cli("tag", image, tag)
+            dockercli.docker_cli("tag", image, tag)
             return tag
         started = time.time()
         work = REQ_WHEELS / key[:16]
@@ -347,7 +344,7 @@ def docker_image(requirements: Path, runtime: str, image: str) -> str:
             raise state.TweakopsError(f"docker build of {tag} failed: {(tail or ['(no output)'])[-1][:200]}",
                                       state.EXIT_RUNNER_FAILED)
         shutil.rmtree(work / "wheels", ignore_errors=True)  # the image has them; pip's cache keeps a copy
-        runners.docker_cli("image", "prune", "--force", "--filter", "dangling=true", check=False)
+        dockercli.docker_cli("image", "prune", "--force", "--filter", "dangling=true", check=False)
         state.info(f"runtime: built {tag} in {time.time() - started:.0f}s")
     return tag
 

@@ -277,7 +277,7 @@ def config(env_file: str | os.PathLike | None = None, environ: dict | None = Non
         raise TweakopsError(f"TARGET_ACCURACY={target} is out of range; use a fraction in (0, 1], e.g. 0.80")
     for key in ("MAX_TWEAKS", "MAX_MINUTES", "HEARTBEAT_TIMEOUT", "MAX_RESTARTS"):
         if cfg[key] < 0:
-            raise TweakopsError(f"{key}={cfg[key]} must not be negative")
+            raise TweakopsError(f"{key}={cfg[key]} must not be negative; use 0 or more, e.g. {key}={DEFAULTS[key]}")
     if cfg["RUNNER"] not in ("local", "docker", "auto"):
         raise TweakopsError(f"RUNNER={cfg['RUNNER']!r} is unknown; use local, docker or auto")
     for key in ("STATE_DIR", "DATA_DIR", "CHECKOUT_DIR"):
@@ -311,19 +311,23 @@ LOCK_PATIENCE = 60.0         # seconds a stage waits for a short STATE_DIR lock 
 
 def _owner_line(what: str = "") -> str:
     pid = os.getpid()
-    return json.dumps({"pid": pid, "start": _process_start(pid), "since": now_iso(), "what": what or _me()})
+    return json.dumps({"pid": pid, "start": process_start_time(pid), "since": now_iso(), "what": what or _me()})
 
 
 def _me() -> str:
     return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
 
 
-def _process_start(pid: int) -> str | None:
-    """The process's start time (field 22 of /proc/PID/stat), against PID reuse."""
+def process_start_time(pid: int) -> str | None:
+    """Start time of a process in clock ticks since boot (/proc), against PID reuse."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z":  # a zombie has finished
+        return None
+    return fields[19]
 
 
 def lock_holder(path: Path) -> str:

@@ -227,14 +227,24 @@ def main(argv=None) -> int:
     before = float(run.get("DURATION") or 0) if args.resume else 0.0   # time before the crash counts
     until = started + cfg["TRAIN_TIMEOUT"] - before if cfg["TRAIN_TIMEOUT"] else None
     result_path = sd / job.state_path("result")
-    if args.resume and runners.read_result(result_path) == 0:
+    stopped = None   # why tweakops ended the attempt: hung, timeout, oom
+    if args.resume and (runners.read_record(result_path) or {}).get("reason") == "oom":
+        # stopped for memory while nobody followed it: booked, never restarted into the same wall
+        fields, code = {"RESULT": str(result_path)}, runners.EXIT_KILLED
+        stopped = Stopped(attempts.OOM, f"attempt {attempt} ran out of memory (TRAIN_MEMORY={cfg['TRAIN_MEMORY']}) "
+                                        "and was killed; raise TRAIN_MEMORY or make the model smaller")
+    elif args.resume and runners.read_result(result_path) == 0:
         # it finished while nobody followed it: book it, never train it again
         state.info(f"attempt {attempt} had finished cleanly; booking it")
         fields = {"RESULT": str(result_path)}
         code = 0
     else:
         result_path.unlink(missing_ok=True)
-        fields = runner.start(job)
+        try:
+            fields = runner.start(job)
+        except runners.RunnerFailed as exc:   # the runner reports, train.py records
+            state.update_run(cfg, ATTEMPT=attempt, STATUS=exc.status, RUNNER=runner.name)
+            raise
         fields.update(RESULT=str(result_path))
         code = None
     state.update_run(
@@ -242,20 +252,20 @@ def main(argv=None) -> int:
         LOG=str(job.log), METRICS=str(sd / job.state_path("metrics")), EXIT_CODE=None,
         DURATION=None, ACCURACY=None, ACCURACY_SOURCE=None, RESTARTS=restarts, TWEAK=tweak or None,
         PID=fields.get("PID"), PID_START=fields.get("PID_START"), CONTAINER=fields.get("CONTAINER"),
-        RESULT=fields["RESULT"], FOLLOWER_PID=os.getpid(), FOLLOWER_PID_START=runners.process_start_time(os.getpid()),
+        RESULT=fields["RESULT"], FOLLOWER_PID=os.getpid(), FOLLOWER_PID_START=state.process_start_time(os.getpid()),
         CONFIRMS=confirms, FAILURE_REASON=None)
-    stopped = None   # why tweakops ended the attempt: hung, timeout, oom
     if code is None:
         try:
             code = follow(job.log, offset, runner, fields, cfg, until)
         except Stopped as exc:
             stopped = exc
             code = runners.EXIT_KILLED
-        except state.TweakopsError as exc:
-            if state.read_run(cfg).get("STATUS") != attempts.OOM:
+        except runners.RunnerFailed as exc:   # the runner reports, train.py records
+            if exc.status != attempts.OOM:
+                state.update_run(cfg, STATUS=exc.status, EXIT_CODE=exc.exit_code)
                 raise
             stopped = Stopped(attempts.OOM, str(exc))
-            code = runners.EXIT_KILLED
+            code = exc.exit_code or runners.EXIT_KILLED
     duration = round(time.time() - started + before, 1)
 
     if stopped is not None and stopped.status == attempts.HUNG:
@@ -305,7 +315,7 @@ def main(argv=None) -> int:
     if tail:
         print(f"--- last lines of {job.log} ---\n{tail}\n---", file=sys.stderr)
     if stopped is not None:
-        why = f"attempt {attempt} {stopped}" if stopped.status == attempts.TIMEOUT else str(stopped)
+        why = f"training failed: attempt {attempt} {stopped}" if stopped.status == attempts.TIMEOUT else str(stopped)
         code_for = {attempts.OOM: state.EXIT_RUNNER_FAILED}.get(stopped.status, state.EXIT_TRAINING_FAILED)
     else:
         why = f"training failed (exit {code}): {state.last_real_line(tail)}"

@@ -102,7 +102,7 @@ def give_up(cfg: dict, run: dict, why: str) -> None:
 def alive_pid(run: dict, who: str) -> bool:
     """Is the process recorded as <who>_PID (+ its start time, against PID reuse) alive?"""
     pid = run.get(f"{who}_PID")
-    return bool(pid) and runners.process_start_time(int(pid)) == run.get(f"{who}_PID_START")
+    return bool(pid) and state.process_start_time(int(pid)) == run.get(f"{who}_PID_START")
 
 
 def check(cfg: dict) -> str:
@@ -139,9 +139,15 @@ def check(cfg: dict) -> str:
     if alive_pid(run, "PIPELINE"):
         return f"attempt {attempt} ended; make pipeline carries on with it"
     who = "pipeline" if run.get("PIPELINE_PID") else "train"
-    if run.get("RESULT") and runners.read_result(Path(run["RESULT"])) == 0:
+    result = attempts.within_state(cfg, run.get("RESULT"))
+    if result is not None and runners.read_result(result) == 0:
         pid = handover(cfg, who)
         log(cfg, f"attempt {attempt} finished cleanly with nobody to book it: {who} --resume books it, no retraining (pid {pid})")
+        return "booked"
+    if result is not None and (runners.read_record(result) or {}).get("reason") == "oom":
+        pid = handover(cfg, who)
+        log(cfg, f"attempt {attempt} ran out of memory with nobody to book it: {who} --resume books it as oom, "
+                 f"no restart into the same limit (pid {pid})")
         return "booked"
     restarts = int(run.get("RESTARTS") or 0)
     if restarts >= cfg["MAX_RESTARTS"]:
@@ -162,7 +168,7 @@ def handover(cfg: dict, who: str) -> int:
     """Start `<who>.py --resume` and record it at once, so the next check sees it alive."""
     pid = spawn(cfg, who, "--resume")
     key = "PIPELINE" if who == "pipeline" else "FOLLOWER"
-    state.update_run(cfg, **{f"{key}_PID": pid, f"{key}_PID_START": runners.process_start_time(pid)})
+    state.update_run(cfg, **{f"{key}_PID": pid, f"{key}_PID_START": state.process_start_time(pid)})
     return pid
 
 

@@ -53,6 +53,17 @@ removed), or on SIGTERM (its children run on), removing its socket. A stale sock
 worker dead) is replaced by the next client. Its own lines go to
 STATE_DIR/logs/worker.log; it never writes to stdout.
 
+What an attempt's script may see (`script_env`, the local runner's allow-list, warm or
+cold): PATH, HOME, LANG/LANGUAGE, LC_*, TMPDIR/TMP/TEMP, TZ, USER, LOGNAME, VIRTUAL_ENV,
+LD_LIBRARY_PATH, DATA_DIR, MPLBACKEND/MPLCONFIGDIR and the PYTHON*, TF_*, TF2_*, KERAS_*,
+CUDA_*, XLA_*, OMP_*, MKL_*, KMP_*, OPENBLAS_*, NVIDIA_*, HDF5_*, JOBLIB_*, SKLEARN_*,
+TWEAKOPS_* families, less PYTHONSTARTUP and PYTHONINSPECT and any name that reads like a
+credential (PASSWORD, TOKEN, SECRET, API_KEY...): never SMTP_*, JENKINS_*,
+NOTIFY_WEBHOOK_URL or MODEL_REPO. The runner adds what TRAIN_ENV names. A worker's own
+environment is that allow-list too (plus the import-time variables of its key), never a
+TRAIN_ENV extra: what a child reads of /proc/self/environ (the worker's, a fork keeps it)
+holds nothing the attempt was not given.
+
 Fallback: runners.LocalRunner uses a worker for jobs in its own interpreter with
 WARM_WORKER on; any WorkerError (cannot start, socket error, worker died) makes it
 start the attempt cold, with one `tweakops: warm worker unavailable (...)` line.
@@ -73,6 +84,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import runpy
 import select
 import signal
@@ -96,6 +108,12 @@ IMPORT_ENV_PREFIXES = ("TF_", "TF2_", "KERAS_", "CUDA_", "XLA_", "OMP_", "MKL_",
                        "PYTHON", "LC_")
 IMPORT_ENV_NAMES = ("TWEAKOPS_RUNTIME", "LD_LIBRARY_PATH", "LD_PRELOAD", "LANG", "HOME",
                     "ENABLE_RUNTIME_UPTIME_TELEMETRY")
+SCRIPT_ENV_PREFIXES = ("LC_", "PYTHON", "TF_", "TF2_", "KERAS_", "CUDA_", "XLA_", "OMP_", "MKL_", "KMP_",
+                       "OPENBLAS_", "NVIDIA_", "HDF5_", "JOBLIB_", "SKLEARN_", "TWEAKOPS_")
+SCRIPT_ENV_NAMES = ("PATH", "HOME", "LANG", "LANGUAGE", "TMPDIR", "TMP", "TEMP", "TZ", "USER", "LOGNAME",
+                    "VIRTUAL_ENV", "LD_LIBRARY_PATH", "DATA_DIR", "MPLBACKEND", "MPLCONFIGDIR")
+SCRIPT_ENV_HAZARDS = ("PYTHONSTARTUP", "PYTHONINSPECT")   # run code of their own / stop at the end
+CREDENTIAL_NAME = re.compile(r"PASSW|SECRET|TOKEN|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|AUTH|COOKIE")
 
 
 class WorkerError(Exception):
@@ -113,6 +131,17 @@ class WorkerGone(WorkerError):
 def import_env(env: dict[str, str]) -> dict[str, str]:
     """The part of an environment that a fork inherits from the worker's imports."""
     return {k: v for k, v in env.items() if k.startswith(IMPORT_ENV_PREFIXES) or k in IMPORT_ENV_NAMES}
+
+
+def script_allowed(name: str) -> bool:
+    """May an attempt's script see this variable of the machine's environment by default?"""
+    return (name in SCRIPT_ENV_NAMES or name.startswith(SCRIPT_ENV_PREFIXES)) \
+        and name not in SCRIPT_ENV_HAZARDS and not CREDENTIAL_NAME.search(name)
+
+
+def script_env(environ) -> dict[str, str]:
+    """The allow-listed part of `environ`: what Python, the frameworks and the harness need."""
+    return {k: v for k, v in environ.items() if script_allowed(k)}
 
 
 def key_for(python: str, env: dict[str, str]) -> str:
@@ -227,8 +256,10 @@ def _connect(path: Path) -> socket.socket:
 
 
 def worker_env(env: dict[str, str]) -> dict[str, str]:
-    """The worker's own environment: the job's, less what belongs to one attempt only."""
-    return {k: v for k, v in env.items()
+    """The worker's own environment: the job's allow-listed and import-time variables, less
+    what belongs to one attempt only (its TWEAKOPS_* files, DATA_DIR, a TRAIN_ENV extra)."""
+    kept = {**script_env(env), **import_env(env)}
+    return {k: v for k, v in kept.items()
             if k == "TWEAKOPS_RUNTIME" or not (k.startswith("TWEAKOPS_") or k == "DATA_DIR")}
 
 

@@ -118,10 +118,10 @@ def project(tmp_path, digits) -> Project:
 def docker_engine():
     """An engine that answers: the machine's own, else a dockerd started here and stopped
     at the end (scripts/engine.py). Where none can run, the tests skip saying why."""
-    import runners
+    import dockercli
 
     started = False
-    if runners.engine_version() is None:
+    if dockercli.engine_version() is None:
         if shutil.which("dockerd") is None or shutil.which("docker") is None:
             pytest.skip("no Docker engine: docker.io is not installed (make system-deps installs it as root)")
         if os.geteuid() != 0:
@@ -131,7 +131,7 @@ def docker_engine():
         if result.returncode != 0:
             pytest.skip(f"no Docker engine: {result.stderr.strip().splitlines()[-1]}")
         started = True
-    yield runners.engine_version()
+    yield dockercli.engine_version()
     if started:
         subprocess.run([PYTHON, str(SCRIPTS / "engine.py"), "stop"], capture_output=True, timeout=120)
 

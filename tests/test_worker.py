@@ -59,7 +59,7 @@ def probe(output: str) -> dict:
 
 def is_worker(pid: int) -> bool:
     """A live (not zombie) warm worker process."""
-    if runners.process_start_time(pid) is None:
+    if state.process_start_time(pid) is None:
         return False
     return "worker.py" in open(f"/proc/{pid}/cmdline").read()
 
