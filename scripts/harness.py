@@ -127,6 +127,7 @@ import os
 import random
 import re
 import runpy
+import shutil
 import signal
 import statistics
 import sys
@@ -994,7 +995,31 @@ def patch_keras() -> None:
     SafeRecorder = guarded(Recorder, "metrics recording")
     SafeDeadline = guarded(Deadline, "the time cap (TWEAKOPS_DEADLINE)")
     SafeEvaluateRecorder = guarded(EvaluateRecorder, "evaluate recording")
-    SafeBackup = guarded(keras.callbacks.BackupAndRestore, "the checkpoint (BackupAndRestore)")
+    class TornProofBackup(keras.callbacks.BackupAndRestore):
+        """BackupAndRestore that survives a kill in the middle of its own save: Keras
+        writes training_metadata.json in place, so a SIGKILL there leaves it torn (and
+        the checkpoint would start the attempt over). Then the previous backup pair
+        (double_checkpoint) is restored: one epoch redone, not all of them."""
+
+        def on_train_begin(self, logs=None):
+            try:
+                super().on_train_begin(logs)
+            except ValueError:   # json.JSONDecodeError: the metadata file is torn
+                prev_weights = getattr(self, "_prev_weights_path", None)
+                prev_meta = getattr(self, "_prev_training_metadata_path", None)
+                if prev_weights and prev_meta and os.path.exists(prev_weights) and os.path.exists(prev_meta):
+                    shutil.copyfile(prev_weights, self._weights_path)
+                    shutil.copyfile(prev_meta, self._training_metadata_path)
+                    note("the checkpoint's last save was torn by a kill; resuming from the one before")
+                else:
+                    for path in (self._weights_path, self._training_metadata_path):
+                        if os.path.exists(path):
+                            os.remove(path)
+                    note("the checkpoint's only save was torn by a kill; this fit starts over")
+                self._load_model()
+
+    SafeBackup = guarded(TornProofBackup if RUNTIME != "keras2" else keras.callbacks.BackupAndRestore,
+                         "the checkpoint (BackupAndRestore)")
     backup_options = {}
     if "double_checkpoint" in inspect.signature(keras.callbacks.BackupAndRestore).parameters:
         # Keras 3: a SIGKILL in the middle of a save leaves the previous backup to load

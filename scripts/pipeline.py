@@ -37,12 +37,30 @@ stage = state.run_stage
 
 
 def run_attempt() -> int:
-    """train + accuracy; a failed tweak (train exit 3) skips accuracy."""
+    """train + accuracy; a failed tweak (train exit 3) skips accuracy. An attempt killed or
+    hung under this live pipeline is restarted here, from its checkpoint, as the watchdog
+    would (MAX_RESTARTS, RESTART_BACKOFF): no cron needed for that."""
     code = stage("train")
+    while code == state.EXIT_FAILURE and restart_in_place():
+        code = stage("train", "--resume")
     if code == state.EXIT_OK:
         code = stage("parse_accuracy")
     announce()
     return code
+
+
+def restart_in_place() -> bool:
+    cfg = state.config()
+    run = state.read_run(cfg)
+    restarts = int(run.get("RESTARTS") or 0)
+    if run.get("STATUS") not in attempts.RESTARTABLE or restarts >= cfg["MAX_RESTARTS"]:
+        return False
+    wait = cfg["RESTART_BACKOFF"] * 2 ** restarts
+    state.info(f"attempt {run.get('ATTEMPT')} was {run['STATUS']}: restarting it from its checkpoint "
+               f"in {wait}s (restart {restarts + 1} of MAX_RESTARTS={cfg['MAX_RESTARTS']})")
+    time.sleep(wait)
+    state.update_run(cfg, RESTARTS=restarts + 1, STATUS=attempts.CRASHED)
+    return True
 
 
 def announce() -> None:

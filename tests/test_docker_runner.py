@@ -148,7 +148,8 @@ def test_an_oom_kill_is_status_oom_and_exit_5(sklearn_project):
     assert result.returncode == 5, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "error: container tweakops-sklearn ran out of memory (TRAIN_MEMORY=256m) and was killed; "
-        "raise TRAIN_MEMORY or make the model smaller")
+        f"raise TRAIN_MEMORY or make the model smaller; log: {project.state / 'logs' / 'attempt-1.log'}")
+    assert project.history()[-1]["outcome"] == "failed" and project.history()[-1]["reason"] == "oom"
     run = project.run_env()
     assert run["STATUS"] == "oom" and run["EXIT_CODE"] == "137"
     assert container_state()["State"]["OOMKilled"] is True

@@ -101,6 +101,31 @@ def test_a_kill_after_fit_retrains_nothing(tmp_path):
     assert data["accuracy_source"] == "evaluate"
 
 
+@pytest.mark.slow
+def test_a_checkpoint_torn_by_a_kill_mid_save_resumes_from_the_one_before(tmp_path):
+    """Keras writes the checkpoint's training_metadata.json in place: a SIGKILL during that
+    write leaves it empty. The resumed attempt then takes the previous backup (one epoch
+    redone), never starts over."""
+    env = harness_env(tmp_path, EPOCHS="5", SLEEP_AFTER_FIT="120")
+    out = tmp_path / "out.log"
+    with open(out, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(HARNESS), "unbuilt_sequential.py"], cwd=FIXTURES, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 240
+    while "fit done" not in out.read_text() and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    [meta] = (tmp_path / "checkpoints").rglob("training_metadata.json")
+    meta.write_text("")   # what a kill in the middle of its write leaves
+    result = subprocess.run([sys.executable, str(HARNESS), "unbuilt_sequential.py"], cwd=FIXTURES,
+                            env={**env, "SLEEP_AFTER_FIT": "0"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    said = result.stdout + result.stderr
+    assert "resuming from the one before" in said and "is off for this fit" not in said
+    assert "Epoch 5/5" in result.stdout and "Epoch 1/5" not in result.stdout   # one epoch redone
+
+
 def test_a_subclassed_model_trains_on_a_dataset(tmp_path):
     result = run_harness(tmp_path, "subclassed.py")
     assert result.returncode == 0, result.stderr

@@ -1,5 +1,6 @@
 """watchdog.py with real processes and real signals: kill, hang, crash loop, two watchdogs; the crontab line."""
 
+import contextlib
 import json
 import os
 import random
@@ -172,11 +173,13 @@ def test_the_restart_budget_ends_a_crash_loop_and_notifies(project):
 @pytest.mark.slow
 def test_chaos_a_pipeline_survives_twenty_kills_of_its_training(project):
     """Chaos: one pipeline run whose training (the harness's whole process group) is
-    SIGKILLed at 20 random points; the watchdog, run as cron would, resumes it each time.
+    SIGKILLed at 20 random points, half the time with the pipeline itself; the live
+    pipeline restarts its attempt in place, and where it died too the watchdog, run as
+    cron would, resumes it.
     It finishes, every attempt is in the history once, and at most one epoch is redone
     per kill (the checkpoint keeps the rest)."""
     rng = random.Random(20261202)
-    long_cnn(project, epochs=30)   # long enough to take 20 kills
+    long_cnn(project, epochs=100)   # long enough to take 20 kills
     env = {**project.env, **FAST, "MAX_TWEAKS": "1", "TARGET_ACCURACY": "0.999", "MAX_RESTARTS": "40"}
 
     def watchdog():
@@ -203,7 +206,11 @@ def test_chaos_a_pipeline_survives_twenty_kills_of_its_training(project):
             break
         time.sleep(rng.uniform(0.2, 2.5))
         if training() == pid:
+            pipeline = int(project.run_env().get("PIPELINE_PID") or 0)
             os.killpg(os.getpgid(pid), signal.SIGKILL)
+            if pipeline and rng.random() < 0.5:   # the pipeline too: then only the watchdog resumes it
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(os.getpgid(pipeline), signal.SIGKILL)
             kills += 1
             wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z")
 
