@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,17 @@ class Project:
 
     def history(self) -> list[dict]:
         return state.read_history({"STATE_DIR": str(self.state)})
+
+
+def wait_for(predicate, timeout: float = 240, step: float = 0.3):
+    """Poll `predicate` until it returns something true (returned), or fail after `timeout` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out")
 
 
 @pytest.fixture

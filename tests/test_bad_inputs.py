@@ -29,7 +29,7 @@ import pytest
 
 import publish
 import state
-from conftest import PYTHON, ROOT, SCRIPTS, Project
+from conftest import PYTHON, ROOT, SCRIPTS, Project, wait_for
 from test_publish import loop_project
 
 BAD = ROOT / "tests" / "fixtures" / "bad"
@@ -802,14 +802,6 @@ def test_a_lock_left_by_a_dead_process_does_not_stop_the_run(fresh):
     assert len(fresh.history()) == 3
 
 
-def wait_for(predicate, timeout: float = 120, step: float = 0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("timed out")
 
 
 def descendants(pid: int) -> set[int]:

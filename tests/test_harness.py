@@ -79,9 +79,10 @@ def test_an_unbuilt_model_resumes_after_a_sigkill(tmp_path):
     assert [e["epoch"] for e in data["epochs"]] == list(range(1, 13))  # each epoch once
 
 
-@pytest.mark.slow
-def test_a_kill_after_fit_retrains_nothing(tmp_path):
-    env = harness_env(tmp_path, EPOCHS="3", SLEEP_AFTER_FIT="120")
+def kill_after_fit(tmp_path: Path, epochs: int) -> dict:
+    """Train `epochs` epochs, SIGKILL the attempt after its fit (in the script's sleep);
+    the environment to resume it with."""
+    env = harness_env(tmp_path, EPOCHS=str(epochs), SLEEP_AFTER_FIT="120")
     out = tmp_path / "out.log"
     with open(out, "w") as log:
         proc = subprocess.Popen([sys.executable, str(HARNESS), "unbuilt_sequential.py"], cwd=FIXTURES, env=env,
@@ -91,6 +92,12 @@ def test_a_kill_after_fit_retrains_nothing(tmp_path):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    return env
+
+
+@pytest.mark.slow
+def test_a_kill_after_fit_retrains_nothing(tmp_path):
+    env = kill_after_fit(tmp_path, epochs=3)
     result = subprocess.run([sys.executable, str(HARNESS), "unbuilt_sequential.py"], cwd=FIXTURES,
                             env={**env, "SLEEP_AFTER_FIT": "0"}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -106,16 +113,7 @@ def test_a_checkpoint_torn_by_a_kill_mid_save_resumes_from_the_one_before(tmp_pa
     """Keras writes the checkpoint's training_metadata.json in place: a SIGKILL during that
     write leaves it empty. The resumed attempt then takes the previous backup (one epoch
     redone), never starts over."""
-    env = harness_env(tmp_path, EPOCHS="5", SLEEP_AFTER_FIT="120")
-    out = tmp_path / "out.log"
-    with open(out, "w") as log:
-        proc = subprocess.Popen([sys.executable, str(HARNESS), "unbuilt_sequential.py"], cwd=FIXTURES, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 240
-    while "fit done" not in out.read_text() and time.time() < deadline:
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    env = kill_after_fit(tmp_path, epochs=5)
     [meta] = (tmp_path / "checkpoints").rglob("training_metadata.json")
     meta.write_text("")   # what a kill in the middle of its write leaves
     result = subprocess.run([sys.executable, str(HARNESS), "unbuilt_sequential.py"], cwd=FIXTURES,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, SCRIPTS
+from conftest import PYTHON, ROOT, SCRIPTS, wait_for
 
 import runners  # noqa: E402  (conftest puts scripts/ on sys.path)
 import state  # noqa: E402
@@ -32,14 +32,6 @@ SECRETS = {"SMTP_PASSWORD": "s3cr3t-xyz", "SMTP_USER": "mailer-xyz", "JENKINS_TO
 MIB = 1 << 20
 
 
-def wait_for(predicate, timeout=120.0, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("timed out")
 
 
 def config(state_dir: Path, **values) -> dict:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, ROOT, SCRIPTS
+from conftest import PYTHON, ROOT, SCRIPTS, wait_for
 
 FAST = {"RESTART_BACKOFF": "0", "HEARTBEAT_TIMEOUT": "60"}
 
@@ -29,14 +29,6 @@ def start_train(project, **env):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(predicate, timeout=240, step=0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("timed out")
 
 
 def epochs_done(project, attempt=1):
