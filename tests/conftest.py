@@ -59,6 +59,8 @@ class Project:
             "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
             "NO_COLOR": "1",
         }
+        for key in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
+            self.env.pop(key, None)   # under make test, a make the tests run is still a user's top-level make
         for key in list(self.env):
             if key in state.DEFAULTS and key not in ("STATE_DIR", "CHECKOUT_DIR", "DATA_DIR", "MODEL_REPO",
                                                      "MODEL_BRANCH", "RUNNER", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL"):

@@ -35,7 +35,7 @@ from test_publish import loop_project
 BAD = ROOT / "tests" / "fixtures" / "bad"
 TINY = (BAD / "tiny_sklearn.py").read_text()
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-MAKE_FAILED = re.compile(r"make: \*\*\* \[[^\]\n]*\] \D*?(\d+)")
+MAKE_FAILED = re.compile(r"make(?:\[\d+\])?: \*\*\* \[[^\]\n]*\] \D*?(\d+)")
 TRACEBACK = "Traceback (most recent call last)"
 
 
