@@ -705,10 +705,11 @@ def _debug() -> bool:
         return os.environ.get("DEBUG", "").lower() in ("1", "true", "yes", "on")
 
 
-def _state_dir_anyway() -> Path:
-    """STATE_DIR even when the configuration is broken (the error being recorded)."""
+def _state_dir_anyway() -> tuple[Path, bool]:
+    """STATE_DIR even when the configuration is broken (the error being recorded), and
+    whether the configuration was sound (then it may be created)."""
     try:
-        return Path(config()["STATE_DIR"])
+        return Path(config()["STATE_DIR"]), True
     except TweakopsError:
         raw = os.environ.get("STATE_DIR")
         if raw is None:
@@ -716,7 +717,7 @@ def _state_dir_anyway() -> Path:
                 raw = read_env(Path(os.environ.get("TWEAKOPS_ENV_FILE") or ROOT / ".env")).get("STATE_DIR")
             except TweakopsError:
                 raw = None
-        return _abspath(raw or str(DEFAULTS["STATE_DIR"]))
+        return _abspath(raw or str(DEFAULTS["STATE_DIR"])), False
 
 
 STAGES = {"fetch": "fetch", "detect_type": "detect", "train": "train", "parse_accuracy": "accuracy",
@@ -750,8 +751,8 @@ def _record_exit(code: int) -> None:
     """STATE_DIR/exit_code keeps the last stage's exact code (make itself always exits 2),
     a configuration error's too: never an earlier stage's code left behind."""
     try:
-        sd = _state_dir_anyway()
-        if sd.is_dir():
+        sd, sound = _state_dir_anyway()
+        if sound or sd.is_dir():
             atomic_write(sd / "exit_code", f"{code}\n")
     except OSError:
         pass
