@@ -235,6 +235,11 @@ def verdict(cfg: dict, run: dict, records: list[dict]) -> Verdict:
     error = (run.get("PUBLISH_ERROR") or (run.get("FAILURE", "") if stage == "publish" else "")).rstrip(".")
     lines = [f"{model} on {where} reached {'' if met else 'at best '}{best:.4f} (attempt {best_attempt}), "
              f"{'meeting' if met else 'below'} the target {target:.2f}, in {len(done)} attempt{'s' * (len(done) != 1)}."]
+    confirmed = next((r for r in done if r.get("confirms") is not None and str(r["confirms"]) == str(best_attempt)
+                      and isinstance(r.get("accuracy"), (int, float))), None)
+    if confirmed is not None:   # the warm-started best, trained from scratch as the user will run it
+        lines.append(f"Trained from scratch, as you will run it (attempt {confirmed['attempt']}): "
+                     f"{confirmed['accuracy']:.4f}; that is the figure the published commit carries.")
     best_is_pushed = next((r.get("outcome") for r in done if str(r["attempt"]) == str(best_attempt)), "") == "baseline"
     if error:
         lines.append(f"The better source was NOT published: {error}. It is kept in "
