@@ -332,11 +332,8 @@ def process_start_time(pid: int) -> str | None:
 
 def lock_holder(path: Path) -> str:
     """Who wrote the lock file last (pid, what, since): for the "held by" line."""
-    try:
-        owner = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        return "an unknown process"
-    if not isinstance(owner, dict) or not owner.get("pid"):
+    owner = _read_owner(path)
+    if not owner.get("pid"):
         return "an unknown process"
     return f"pid {owner['pid']} ({owner.get('what') or '?'}, since {owner.get('since') or '?'})"
 

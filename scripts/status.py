@@ -10,12 +10,11 @@ Exit:   0; 2 no run yet
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
+import attempts
 import runners
 import state
-import watchdog
 
 
 def main(argv=None) -> int:
@@ -31,9 +30,9 @@ def main(argv=None) -> int:
         except (OSError, ValueError):
             pass
     alive = "—"
-    if run.get("STATUS") in watchdog.IN_PROGRESS and run.get("RUNNER") in runners.RUNNERS:
+    if run.get("STATUS") in attempts.IN_PROGRESS and run.get("RUNNER") in runners.RUNNERS:
         alive = "alive" if runners.get(run["RUNNER"], cfg).alive(run) else "gone"
-    age = watchdog.heartbeat_age(cfg, run) if run.get("STATUS") in watchdog.IN_PROGRESS else None
+    age = attempts.heartbeat_age(cfg, run) if run.get("STATUS") in attempts.IN_PROGRESS else None
     rows = [
         ["model", f"{run.get('MODEL_FILE', '?')} ({run.get('MODEL_TYPE', '?')}) @ {run.get('COMMIT', '')[:12]}"],
         ["attempt", f"{run.get('ATTEMPT', '—')}" + (f" ({run['TWEAK']})" if run.get("TWEAK") else "")],

@@ -58,9 +58,6 @@ def log(cfg: dict, message: str) -> None:
     state.info(f"watchdog: {message}")
 
 
-heartbeat_age = attempts.heartbeat_age
-
-
 def spawn(cfg: dict, script: str, *args: str) -> int:
     """Start a stage detached from the watchdog (it outlives this cron run); its output goes
     to logs/watchdog-restart-N.log (N: the restart number, 0 for a hand-over without one)."""
@@ -127,7 +124,7 @@ def check(cfg: dict) -> str:
         return f"nothing to do (attempt {attempt} is {status} but no runner is recorded)"
     runner = runners.get(run["RUNNER"], cfg)
     if runner.alive(run):
-        age = heartbeat_age(cfg, run)
+        age = attempts.heartbeat_age(cfg, run)
         if age <= cfg["HEARTBEAT_TIMEOUT"]:
             return f"attempt {attempt} is alive (heartbeat {age:.0f}s ago)"
         log(cfg, f"attempt {attempt} is hung: no heartbeat for {age:.0f}s (HEARTBEAT_TIMEOUT={cfg['HEARTBEAT_TIMEOUT']}); stopped it")

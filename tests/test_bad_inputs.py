@@ -317,6 +317,18 @@ def fixture(name: str) -> str:
 
 
 # id: (files pushed, files deleted, env, exit code, words in the error line, words in the notification, trains)
+def assert_refused(p: Project, result: Outcome, before: dict, *words) -> str:
+    """Bad input stopped before anything ran: exit 2, its one line (returned), no traceback
+    of tweakops' own, the code recorded, every state file parsing, nothing lost."""
+    assert result.code == state.EXIT_BAD_INPUT, result.stderr[-3000:]
+    line = the_error(result, *words)
+    assert_no_own_traceback(p, result)
+    assert_recorded(result)
+    assert_state_parses(p)
+    assert_kept(p, before)
+    return line
+
+
 MODEL_ROWS = {
     "syntax-error": ({"model.py": fixture("syntax_error.py")}, (), {}, state.EXIT_BAD_INPUT,
                      ["model.py", "syntax error", ("fix", "push")], ["syntax error"], False),
@@ -443,12 +455,7 @@ def test_a_bad_data_dir_is_one_line_before_anything_runs(fresh, tmp_path, row):
     data = make_data(tmp_path)
     before = snapshot(fresh)
     result = make(fresh, "pipeline", DATA_DIR=str(data))
-    assert result.code == state.EXIT_BAD_INPUT, result.stderr[-3000:]
-    the_error(result, *words)
-    assert_no_own_traceback(fresh, result)
-    assert_recorded(result)
-    assert_state_parses(fresh)
-    assert_kept(fresh, before)
+    assert_refused(fresh, result, before, *words)
     assert not list((fresh.state / "logs").glob("attempt-3*")), "an attempt started on a bad DATA_DIR"
 
 
@@ -472,14 +479,9 @@ def test_a_bad_env_file_is_one_line_and_leaves_no_stale_exit_code(fresh, tmp_pat
     assert (fresh.state / "exit_code").read_text().strip() == "0"   # the earlier make fetch
     before = snapshot(fresh)
     result = make(fresh, "pipeline", TWEAKOPS_ENV_FILE=str(env_file))
-    assert result.code == state.EXIT_BAD_INPUT, result.stderr[-3000:]
-    line = the_error(result, *words)
+    line = assert_refused(fresh, result, before, *words)
     if row == "unknown-key":
         assert str(env_file) in line, line   # which file holds the typo
-    assert_no_own_traceback(fresh, result)
-    assert_recorded(result)
-    assert_state_parses(fresh)
-    assert_kept(fresh, before)
 
 
 def pwned(p: Project, marker: str) -> list[Path]:
@@ -557,12 +559,7 @@ def test_an_unreachable_remote_or_a_missing_branch_is_one_line(fresh, row):
     env, words = REMOTE_ROWS[row]
     before = snapshot(fresh)
     result = make(fresh, "pipeline", **env(fresh))
-    assert result.code == state.EXIT_BAD_INPUT, result.stderr[-3000:]
-    the_error(result, *words)
-    assert_no_own_traceback(fresh, result)
-    assert_recorded(result)
-    assert_state_parses(fresh)
-    assert_kept(fresh, before)
+    assert_refused(fresh, result, before, *words)
 
 
 REFUSAL = "protected branch: changes need a review"
@@ -634,12 +631,7 @@ def test_a_model_file_outside_the_checkout_is_refused_and_never_touched(fresh, t
     before = snapshot(fresh)
     result = make(fresh, "pipeline", MODEL_FILE=value, MAX_TWEAKS="1", TARGET_ACCURACY="0.99")
     assert (target.read_bytes(), target.stat().st_mtime_ns) == kept, f"{target} was modified"
-    assert result.code == state.EXIT_BAD_INPUT, result.stderr[-3000:]
-    the_error(result, "MODEL_FILE", ("outside", "inside", "checkout"))
-    assert_no_own_traceback(fresh, result)
-    assert_recorded(result)
-    assert_state_parses(fresh)
-    assert_kept(fresh, before)
+    assert_refused(fresh, result, before, "MODEL_FILE", ("outside", "inside", "checkout"))
 
 
 # ---------------------------------------------------------------------------
