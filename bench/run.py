@@ -139,8 +139,14 @@ def run_tweakops(name, data_dir, seed, max_trials, cap, work: Path) -> dict:
         return [r for r in records if isinstance(r.get("attempt"), int) and r.get("confirms") is None]
 
     def watch(started):
+        # when the line was written, not when this poll saw it (the tuners stamp their own
+        # trace lines): the file's mtime, if nothing was written since, else the poll's time
+        try:
+            written = min((state_dir / "history.jsonl").stat().st_mtime, time.time())
+        except OSError:
+            return
         for record in searched(read_jsonl(state_dir / "history.jsonl")):
-            seen.setdefault(record["attempt"], round(time.time() - started, 3))
+            seen.setdefault(record["attempt"], round(written - started, 3))
 
     wall, killed = run_group([PYTHON, "-u", str(SCRIPTS / "pipeline.py")], env, cap, work / "run.log", watch)
     history = searched(read_jsonl(state_dir / "history.jsonl"))

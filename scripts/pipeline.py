@@ -1,7 +1,8 @@
 """The whole loop: fetch, detect, train, accuracy — then tweak, train, accuracy until the target.
 
-Each stage is its own script run in its own process, exactly as the make targets
-and the Jenkins jobs run them, so the loop only reads exit codes and STATE_DIR:
+Each stage is its own script run in its own process, as the make targets and the
+Jenkins jobs run them (a fork of this one, so no stage pays Python's start-up or its
+imports again: state.run_stage), and the loop only reads exit codes and STATE_DIR:
 
     fetch -> detect -> train -> accuracy --(3: below target)--> tweak -> train -> accuracy -> …
                                     `--(0: target met, or cap reached)--> publish -> notify -> report
@@ -34,13 +35,14 @@ SCRIPTS = Path(__file__).resolve().parent
 
 
 stage = state.run_stage
+NEXT = ("parse_accuracy", "tweak", "report")  # imported here while an attempt trains
 
 
 def run_attempt() -> int:
     """train + accuracy; a failed tweak (train exit 3) skips accuracy. An attempt killed or
     hung under this live pipeline is restarted here, from its checkpoint, as the watchdog
     would (MAX_RESTARTS, RESTART_BACKOFF): no cron needed for that."""
-    code = stage("train")
+    code = stage("train", preload=NEXT)
     while code == state.EXIT_FAILURE and restart_in_place():
         code = stage("train", "--resume")
     if code == state.EXIT_OK:

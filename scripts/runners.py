@@ -176,6 +176,10 @@ class Runner:
     def wait(self, fields: dict[str, str], poll: float = 0.5) -> int:
         raise NotImplementedError
 
+    def pause(self, fields: dict[str, str], seconds: float) -> None:
+        """Wait up to `seconds` for the run to end (train.py's log-following loop)."""
+        time.sleep(seconds)
+
     def stop(self, fields: dict[str, str]) -> None:
         raise NotImplementedError
 
@@ -437,6 +441,16 @@ class LocalRunner(Runner):
                 return True  # its worker has not said it ended
         started = state.process_start_time(pid)
         return started is not None and started == fields.get("PID_START")
+
+    def pause(self, fields: dict[str, str], seconds: float) -> None:
+        """Back as soon as the attempt ends (its worker's exit message, or the child's exit):
+        a short attempt's end is not rounded up to the log loop's next tick."""
+        end = time.monotonic() + seconds
+        attempt = self._attempts.get(int(fields.get("PID") or 0))
+        if attempt is not None and not attempt.lost:
+            attempt.wait(timeout=seconds)
+        while time.monotonic() < end and self.alive(fields):
+            time.sleep(0.02)
 
     def wait(self, fields: dict[str, str], poll: float = 0.5) -> int:
         """The exit code; an attempt stopped for memory (the harness's watch, or the

@@ -77,7 +77,7 @@ def follow(log: Path, offset: int, runner: runners.Runner, fields: dict, cfg: di
                     out.write(f.read())
                     out.flush()
                     raise stop
-            time.sleep(0.2)
+            runner.pause(fields, 0.2)
         code = runner.wait(fields)
         out.write(f.read())
         out.flush()
