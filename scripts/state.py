@@ -429,12 +429,12 @@ def run_lock(cfg: dict, what: str, wait: float | None = None):
         f.flush()
         before = os.environ.get(_RUN_OWNER)
         os.environ[_RUN_OWNER] = str(os.getpid())
-        _LOCK_FILES.append(f)
+        _LOCK_FILES.append(f.fileno())   # the number only: no second reference keeping f's close order
         try:
             yield
         finally:
             with contextlib.suppress(ValueError):
-                _LOCK_FILES.remove(f)
+                _LOCK_FILES.remove(f.fileno())
             if before is None:
                 os.environ.pop(_RUN_OWNER, None)
             else:
@@ -633,8 +633,8 @@ def _become_stage(name: str, args: tuple[str, ...]) -> None:
     """In a forked stage: what `python -u scripts/<name>.py ARGS` starts with."""
     sys.argv = [str(Path(__file__).resolve().parent / f"{name}.py"), *args]
     devnull = os.open(os.devnull, os.O_RDWR)
-    for hold in _LOCK_FILES:  # this process's reference to run.lock dropped, the lock not released
-        os.dup2(devnull, hold.fileno())  # (the holds stay referenced: os._exit never finalises them)
+    for fd in _LOCK_FILES:  # this process's reference to run.lock dropped, the lock not released
+        os.dup2(devnull, fd)  # (the holds stay referenced: os._exit never finalises them)
     os.close(devnull)
     for fd, stream in ((1, "stdout"), (2, "stderr")):
         old = getattr(sys, stream)
@@ -750,7 +750,7 @@ def hold_run(cfg: dict, what: str, wait: float | None = None) -> None:
 
 
 _HOLDS: list = []
-_LOCK_FILES: list = []  # run.lock files this process holds (a forked stage drops them)
+_LOCK_FILES: list = []  # descriptors of the run.lock files this process holds (a forked stage drops them)
 
 
 def _debug() -> bool:
