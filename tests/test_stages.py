@@ -14,13 +14,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
+import state
 from conftest import PYTHON, SCRIPTS, wait_for
 
 STAGE = '''
@@ -81,11 +80,12 @@ def finish(proc) -> str:
 
 
 def test_the_exit_code_and_argv_are_the_stages_and_the_callers_cleanup_runs_once(driver):
-    out = finish(driver("probe_stage", "exit", "4"))
+    proc = driver("probe_stage", "exit", "4")
+    out = finish(proc)
     assert "caller got 4" in out
     assert out.count("caller cleanup") == 1           # the child never ran the caller's finally
     assert (driver.tmp / "stage.argv").read_text() == "probe_stage.py exit 4"
-    assert int((driver.tmp / "stage.pid").read_text()) != 0
+    assert int((driver.tmp / "stage.pid").read_text()) != proc.pid   # a process of its own
     assert (driver.tmp / "state" / "exit_code").read_text().strip() == "4"  # state.main's record, as a stage's
 
 
@@ -129,16 +129,12 @@ def test_output_streams_before_the_stage_ends(driver):
         proc.wait()
 
 
-def test_a_stage_left_behind_by_a_killed_caller_does_not_hold_run_lock(driver):
-    sys.path.insert(0, str(SCRIPTS))
-    import state
-
+def test_a_stage_left_behind_by_a_killed_caller_does_not_hold_run_lock(driver, monkeypatch):
     proc = driver("probe_stage", "sleep")
     pid = int(wait_for(lambda: (driver.tmp / "stage.pid").exists() and (driver.tmp / "stage.pid").read_text(),
                        timeout=60))
-    cfg_env = {"STATE_DIR": driver.env["STATE_DIR"], "TWEAKOPS_ENV_FILE": os.devnull}
-    old = {k: os.environ.get(k) for k in cfg_env}
-    os.environ.update(cfg_env)
+    monkeypatch.setenv("STATE_DIR", driver.env["STATE_DIR"])
+    monkeypatch.setenv("TWEAKOPS_ENV_FILE", os.devnull)
     try:
         cfg = state.config()
         assert state.run_owner(cfg)["pid"] == proc.pid     # the caller holds it
@@ -147,9 +143,4 @@ def test_a_stage_left_behind_by_a_killed_caller_does_not_hold_run_lock(driver):
         os.kill(pid, 0)                                    # its stage still runs...
         assert state.run_owner(cfg) is None                # ...and holds nothing: the watchdog may act
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         os.kill(pid, signal.SIGKILL)
