@@ -102,7 +102,10 @@ A script that fails on a missing module or on a download (no network here) ends 
 one `tweakops: error: ...` line naming the module or the URL and what to do.
 
 When the script returns or raises, TWEAKOPS_RESULT gets {"exit_code": n, "finished_at": t}
-(+ "reason": "never-trained" for exit 65); after a SIGKILL from outside it is absent,
+(+ "reason": "never-trained" for exit 65; + "reason": "build-failed" for a Keras script
+that failed before its first training step ended: the model does not build, or its
+first step does not run — train.py discards such a tweak without spending an attempt);
+after a SIGKILL from outside it is absent,
 which is how the watchdog tells a crash from a clean exit; the memory watch's own kill
 leaves its "reason": "oom" record.
 
@@ -461,7 +464,8 @@ def _reference_curve() -> list:
 # Weights: what an attempt leaves for the next one to start from
 
 TRAINED = {"model": None, "epoch": 0, "diverged": False}   # the latest fit's model, its epoch, its loss went NaN
-TRAINING = {"calls": 0, "model": False}   # training calls that ran; whether the script made a Keras model
+TRAINING = {"calls": 0, "model": False,   # training calls that ran; whether the script made a Keras model
+            "stepped": False}             # whether a training step (a batch of fit, a train_on_batch) ended
 
 
 def layers_file(weights: str | Path) -> Path:
@@ -878,6 +882,7 @@ def patch_keras() -> None:
             self.started = time.time()
 
         def on_train_batch_end(self, batch, logs=None):
+            TRAINING["stepped"] = True
             advanced(self.epoch, batch + 1)
             self._check_loss(logs, self.epoch)
 
@@ -1150,7 +1155,10 @@ def count_training(keras) -> None:
             if key == "calls":
                 TRAINING["calls"] += 1
             TRAINING["model"] = True
-            return original(self, *args, **kwargs)
+            result = original(self, *args, **kwargs)
+            if key == "calls":
+                TRAINING["stepped"] = True
+            return result
         wrapper._tweakops_counts = True
         wrapper.__wrapped__ = original
         setattr(cls, name, wrapper)
@@ -1310,6 +1318,9 @@ def main() -> int:
         record = {"exit_code": code, "finished_at": time.time()}
         if code == EXIT_NEVER_TRAINED and METRICS_FILE.data.get("trained") is False:
             record["reason"] = "never-trained"
+        elif code != 0 and FRAMEWORK == "keras" and not BUILD_CHECK and not TRAINING["stepped"] \
+                and TRAINING["calls"] != -1:
+            record["reason"] = "build-failed"   # before its first training step ended
         _write_json(RESULT, record)
     return code
 

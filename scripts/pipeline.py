@@ -71,7 +71,10 @@ def announce() -> None:
 
     cfg = state.config()
     run = state.read_run(cfg)
-    records = report.trained(report.run_records(cfg, run))
+    records = report.run_records(cfg, run)
+    if records and records[-1].get("attempt") is None:
+        return   # a tweak that did not build: no attempt, train.py said why
+    records = report.trained(records)
     if records:
         best = float(run["BEST_ACCURACY"]) if run.get("BEST_ACCURACY") else None
         line = report.attempt_line(records[-1], best, cfg["TARGET_ACCURACY"], len(records), cfg["MAX_TWEAKS"] + 1,

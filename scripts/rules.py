@@ -99,9 +99,6 @@ class Rule:
 
 
 REGISTRY: dict[str, Rule] = {}
-# rules that change only a number fit, the optimizer or a layer reads: the model builds
-# as its parent did, so they need no build check (saves a TensorFlow start per tweak)
-BUILDS_AS_BEFORE = {"epochs", "learning_rate", "less_dropout", "l2"}
 BUILD_FAILED = attempts.BUILD_FAILED   # history outcome of a candidate discarded before training
 KERAS = ("cnn", "rnn", "mlp")
 

@@ -76,7 +76,6 @@ DEFAULTS: dict[str, object] = {
     "WARM_LAYERS": False,               # an architecture change starts from the parent's matching layers too
     "CONFIRM": True,                    # retrain a warm-started winner from scratch before publishing it
     # the tweak loop
-    "BUILD_CHECK": True,                # run each tweak up to its first fit (one step) before training it
     "TARGET_ACCURACY": 0.80,            # 0 < target <= 1
     "MAX_TWEAKS": 10,                   # tweaks tried before giving up
     "MAX_MINUTES": 60,                  # wall-clock cap of the loop, held inside an attempt too

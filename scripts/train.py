@@ -6,9 +6,12 @@ and the BackupAndRestore checkpoint. The output goes to STATE_DIR/logs/attempt-N
 and is followed live on the console. At the end one line per attempt is appended to
 history.jsonl (so a killed attempt is never counted twice).
 
-A tweaked attempt that fails (a shape error, a crash of the new code) is recorded as
-failed, the checkout is put back to the best source, and the exit is 3 ("still below
-target") so the loop tries another tweak. The baseline failing is exit 4.
+A tweaked attempt that fails (a crash of the new code) is recorded as failed, the
+checkout is put back to the best source, and the exit is 3 ("still below target") so
+the loop tries another tweak. One that fails before its first training step ended (a
+shape error: the harness's result says build-failed) is not even an attempt: booked
+`build-failed` (attempt null, no MAX_TWEAKS tweak spent), its log kept as
+logs/build-<hash>.log, exit 3 as well. The baseline failing is exit 4.
 
 Reads:  run.env (MODEL_FILE, MODEL_TYPE, IMAGE, STATUS, TWEAK…), DATA_DIR, RUNNER, SEED
 Writes: run.env (ATTEMPT, STATUS, PID/CONTAINER, EXIT_CODE, DURATION, LOG, METRICS),
@@ -169,6 +172,42 @@ def deadline(cfg: dict, run: dict) -> float | None:
     return started.timestamp() + cfg["MAX_MINUTES"] * 60
 
 
+def discard_unbuilt(cfg: dict, run: dict, job: jobs.Job, source: str, code: int, duration: float) -> int:
+    """A tweak that failed before its first training step ended (the harness's result
+    says build-failed: the model does not build, or its first step does not run) is not
+    an attempt: booked `build-failed` with attempt null, so neither its source nor its
+    move on this parent comes back and no MAX_TWEAKS tweak is spent. Its log is kept as
+    logs/build-<source hash>.log, the attempt's other files go (its number is used again),
+    ATTEMPT is what it was and the checkout holds the best source again. Exit 3: the
+    loop tweaks again."""
+    sd = state.state_dir(cfg)
+    digest = state.source_hash(source)
+    log = f"logs/build-{digest[:12]}.log"
+    tail = log_tail(job.log)
+    os.replace(job.log, sd / log)
+    for kind in ("metrics", "result", "weights"):
+        (sd / job.state_path(kind)).unlink(missing_ok=True)
+    shutil.rmtree(sd / job.state_path("checkpoints"), ignore_errors=True)
+    best_path = attempts.best_source(cfg, run["MODEL_FILE"])
+    best = state.read_source(best_path) if best_path.exists() else ""
+    reason = f"does not build (exit {code}): {state.last_real_line(tail)}"
+    state.append_history(cfg, attempts.new_record(
+        run, None, outcome=attempts.BUILD_FAILED, tweak=run.get("TWEAK", ""), rule=run.get("TWEAK_RULE", ""),
+        move=run.get("TWEAK_MOVE") or run.get("TWEAK_RULE", ""), why=run.get("TWEAK_WHY", ""),
+        diagnosis=run.get("TWEAK_DIAGNOSIS", ""), parent=parent_of(run), source_hash=digest,
+        diff=unified_diff(best, source, run["MODEL_FILE"]), reason=reason, duration=duration, exit_code=code,
+        log=log, started_at=state.read_run(cfg).get("STARTED_AT") or state.now_iso(), restarts=0))
+    attempts.revert_to_best(cfg, run)
+    state.update_run(cfg, ATTEMPT=run.get("ATTEMPT"), STATUS=attempts.REVERTED, EXIT_CODE=code, DURATION=duration,
+                     LOG=str(sd / log), METRICS=None, RESULT=None, PID=None, PID_START=None, CONTAINER=None,
+                     FAILURE_REASON=attempts.BUILD_FAILED)
+    if tail:
+        print(f"--- last lines of {sd / log} ---\n{tail}\n---", file=sys.stderr)
+    state.warn(f"tweak {run.get('TWEAK', '')!r} {reason}; discarded without spending an attempt, "
+               "reverted to the best source")
+    return state.EXIT_BELOW_TARGET
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resume", action="store_true", help="re-run the current attempt, resuming from its checkpoint")
@@ -274,6 +313,9 @@ def main(argv=None) -> int:
         raise state.TweakopsError(f"attempt {attempt} {stopped}: make watchdog restarts it from its checkpoint "
                                   f"({job.log})", state.EXIT_FAILURE)
     failed = code != 0
+    if failed and tweak and confirms is None and stopped is None \
+            and (runners.read_record(result_path) or {}).get("reason") == attempts.BUILD_FAILED:
+        return discard_unbuilt(cfg, run, job, source, code, duration)
     status = attempts.TRAINED if not failed else (
         stopped.status if stopped is not None else attempts.CRASHED if code == runners.EXIT_KILLED else attempts.FAILED)
     best_source = state.read_source(best_path) if best_path.exists() else None

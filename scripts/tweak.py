@@ -4,14 +4,10 @@ Starts from the best source so far, picks the next tweak rule for the model type
 rules: scripts/rules.py; the source editing under them: scripts/sourceedit.py) and
 writes the rewritten entry script into the checkout.
 
-Build check: each candidate written into the checkout is run up to its first fit
-(scripts/buildcheck.py; BUILD_CHECK=0 skips it, and so do the rules in
-rules.BUILDS_AS_BEFORE: epochs, learning rate, dropout rates and l2 build as their
-parent did). One that does not build is put back, recorded in history.jsonl
-(`attempt: null, outcome: build-failed`, its rule, parent, source_hash, diff and
-reason) and the next candidate is tried in the same run of tweak.py: it costs no
-training, no attempt and no MAX_TWEAKS tweak, the same source never comes back and its
-rule is not retried on that parent.
+A candidate that does not build is found by its own attempt, not by a run before it:
+the harness flags a failure before the first training step ended and train.py books it
+`build-failed` (attempt null, no MAX_TWEAKS tweak spent), so the same source never comes
+back and its move is not retried on that parent.
 
 What to change next is search.py's answer (deterministic given history.jsonl and the
 metrics files, so a rerun picks the same): it diagnoses the parent's learning curve
@@ -27,13 +23,12 @@ the harness, which stops a fit there and keeps its best epoch.
 Reads:  run.env MODEL_FILE (relative to CHECKOUT_DIR), MODEL_TYPE, ATTEMPT, BEST_ATTEMPT,
         RUN_ID, RUN_STARTED_AT; STATE_DIR/best/<basename of MODEL_FILE> (else the checkout
         file); the parent's metrics file; round.json; PARALLEL, MAX_MINUTES, TARGET_ACCURACY;
-        history.jsonl; tweak_count; BUILD_CHECK
+        history.jsonl; tweak_count
 Writes: the checkout's MODEL_FILE (atomically), tweak_count + 1, run.env TWEAK (label),
         TWEAK_RULE (rule id), TWEAK_MOVE (rule and step), TWEAK_WHY (diagnosis → move),
         TWEAK_DIAGNOSIS, TWEAK_PARENT (the attempt it starts from), STATUS=tweaked
         (ATTEMPT is left to train.py, which numbers the attempt it runs); round.json
-        (PARALLEL > 1); a build-failed record in history.jsonl per discarded candidate;
-        the unified diff against the best on stdout, the banner and the why line on
+        (PARALLEL > 1); the unified diff against the best on stdout, the banner and the why line on
         stderr (plus one line per discarded candidate)
 Exit:   0 a tweak was written; 2 no rules for the model type, file missing or unparsable;
         8 no tweak left (every move — single, bold, paired — tried on this parent or
@@ -52,16 +47,14 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Callable
 
 import libcst as cst
 
 import attempts
-import buildcheck
 import diagnose
 import search
 import state
-from rules import BUILD_FAILED, BUILDS_AS_BEFORE, REGISTRY, attempt, list_rules, rules_for
+from rules import BUILD_FAILED, REGISTRY, attempt, list_rules, rules_for
 from sourceedit import Context, read_source, unified_diff
 
 # ---------------------------------------------------------------------------
@@ -209,8 +202,7 @@ def main(argv=None) -> int:
         return state.EXIT_NO_TWEAK_LEFT
     parent = best_attempt(run, history)
     number = state.counter(cfg) + 1
-    check = buildcheck.check if cfg["BUILD_CHECK"] else None
-    result = tweak_checkout(cfg, run, source, history, parent, number, check)
+    result = tweak_checkout(cfg, run, source, history, parent, number)
     if result is None:
         state.info(f"tweak: no tweak left for attempt {parent}: every {model_type} move (single, bold "
                    f"and paired) was tried on it or gives a source already trained")
@@ -284,38 +276,13 @@ def propose(cfg: dict, run: dict, source: str, history: list[dict], parent: int,
 
 
 def tweak_checkout(cfg: dict, run: dict, source: str, history: list[dict], parent: int,
-                   counter: int, check: Callable[[dict, dict], str | None] | None) -> search.Candidate | None:
+                   counter: int) -> search.Candidate | None:
     """Write the next candidate from `source` (the best, attempt `parent`) into the
-    checkout and return it, or None when none is left. A candidate `check` says does
-    not build is put back (the checkout holds `source` again), recorded in the history
-    as outcome build-failed with attempt null, so neither it nor its move on this parent
-    comes back, and the next candidate is tried: no training and no attempt spent."""
-    model_file = run["MODEL_FILE"]
-    checkout_file = Path(cfg["CHECKOUT_DIR"]) / model_file
-    while True:
-        result = propose(cfg, run, source, history, parent, counter)
-        if result is None:
-            return None
-        state.atomic_write(checkout_file, result.source)
-        try:
-            needed = check is not None and not all(
-                m.split(":")[0] in BUILDS_AS_BEFORE for m in result.move.split("+"))
-            reason = check(cfg, run) if needed else None
-        except BaseException:
-            state.atomic_write(checkout_file, source)
-            raise
-        if reason is None:
-            return result
-        state.atomic_write(checkout_file, source)
-        record = attempts.new_record(
-            run, None, outcome=BUILD_FAILED, tweak=result.label, rule=result.rule, move=result.move,
-            why=result.why, diagnosis=result.diagnosis, parent=result.parent,
-            source_hash=state.source_hash(result.source), diff=unified_diff(source, result.source, model_file),
-            reason=reason, started_at=state.now_iso(), restarts=0)
-        state.append_history(cfg, record)
-        history.append(record)
-        state.info(f"tweak: {result.label} (move {result.move}) does not build, discarded "
-                   f"without training: {reason}")
+    checkout and return it, or None when none is left."""
+    result = propose(cfg, run, source, history, parent, counter)
+    if result is not None:
+        state.atomic_write(Path(cfg["CHECKOUT_DIR"]) / run["MODEL_FILE"], result.source)
+    return result
 
 
 if __name__ == "__main__":

@@ -189,6 +189,19 @@ def test_build_check_fails_on_a_model_that_does_not_build(tmp_path):
     assert "Computed output size would be zero or negative" in result.stderr
 
 
+@pytest.mark.parametrize("script, build_failed", [
+    ("zero_map.py", True),            # the model cannot be built
+    ("first_step_fails.py", True),    # it builds; its first training step cannot run
+    ("fails_after_fit.py", False),    # it trained a step, then failed: the attempt's failure
+])
+def test_a_failure_before_the_first_training_step_is_marked_build_failed(tmp_path, script, build_failed):
+    result = run_harness(tmp_path, script)
+    assert result.returncode == 1, result.stderr
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["exit_code"] == 1
+    assert (record.get("reason") == "build-failed") is build_failed, record
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["unbuilt_sequential.py", "subclassed.py"])
 def test_the_harness_gives_the_bare_accuracy(tmp_path, script):

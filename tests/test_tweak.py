@@ -954,14 +954,7 @@ def test_the_diff_marks_a_last_line_without_newline(tmp_path):
     assert (tmp_path / "model.py").read_text() == new
 
 
-# -- the build check ---------------------------------------------------------
-
-def run_script(cfg: dict, run: dict) -> str | None:
-    """A real build check for scikit-learn scripts: run the checkout's script to the end."""
-    path = Path(cfg["CHECKOUT_DIR"]) / run["MODEL_FILE"]
-    result = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
-    return None if result.returncode == 0 else result.stderr.strip().splitlines()[-1]
-
+# -- a tweak that does not build --------------------------------------------
 
 def checkout_after_baseline(tmp_path, source: str, model_type: str, accuracy: float) -> dict:
     """A STATE_DIR and checkout holding `source`, after its baseline attempt (run r1)."""
@@ -977,85 +970,60 @@ def checkout_after_baseline(tmp_path, source: str, model_type: str, accuracy: fl
     return cfg
 
 
-@pytest.fixture
-def depth_workspace(tmp_path):
-    """A checkout holding a tree script a forest breaks, after its baseline."""
-    source = real("sklearn_tree_depth")
-    cfg = checkout_after_baseline(tmp_path, source, "sklearn", 0.9)
-    return cfg, source, tmp_path / "checkout" / "model.py"
-
-
-def test_a_candidate_that_does_not_build_is_recorded_and_the_next_one_is_written(depth_workspace):
-    cfg, source, checkout = depth_workspace
-    run = state.read_run(cfg)
-    history = state.read_history(cfg)
-    result = tweak.tweak_checkout(cfg, run, source, history, 1, 1, run_script)
-    # the forest has no get_depth(): discarded; the next rule's candidate builds and is written
-    assert result.rule == "max_depth"
-    assert checkout.read_text() == result.source and run_script(cfg, run) is None
-    failed = [r for r in state.read_history(cfg) if r.get("outcome") == "build-failed"]
-    assert len(failed) == 1
-    record = failed[0]
-    assert record["attempt"] is None and record["rule"] == "stronger_estimator" and record["parent"] == 1
-    assert record["run"] == "r1" and "get_depth" in record["reason"]
-    assert record["source_hash"] == state.source_hash(rules.apply("stronger_estimator", source))
-    assert "+clf = RandomForestClassifier(max_depth=3, random_state=0)" in record["diff"]
-    history = state.read_history(cfg)
-    # not a tweak for MAX_TWEAKS, never chosen again on this parent, no score
-    assert tweak.cap_reached({**cfg, "MAX_TWEAKS": 1}, run, history) is None
-    assert "stronger_estimator" not in search.mean_gains(history)
-    assert propose(source, "sklearn", history, 1).rule != "stronger_estimator"
+def test_a_build_failed_tweak_costs_no_tweak_and_its_move_is_not_tried_again(tmp_path):
+    """The record train.py writes for a tweak that failed before its first step."""
+    source = (ROOT / "models" / "cnn" / "model.py").read_text()
+    cfg = checkout_after_baseline(tmp_path, source, "cnn", 0.5)
+    first = propose(source, "cnn", state.read_history(cfg), 1)
+    state.append_history(cfg, {**record(None, first.rule, "build-failed", source=first.source), "run": "r1",
+                               "move": first.move, "reason": "does not build (exit 1): ValueError: negative size"})
+    run, history = state.read_run(cfg), state.read_history(cfg)
+    assert tweak.cap_reached({**cfg, "MAX_TWEAKS": 1}, run, history) is None   # no tweak spent
+    assert first.move not in search.mean_gains(history)                        # no score
+    assert propose(source, "cnn", history, 1).move != first.move                # not again on this parent
     assert tweak.best_attempt({}, history) == 1
 
 
-def test_when_no_candidate_builds_the_checkout_holds_the_best_source(depth_workspace):
-    cfg, source, checkout = depth_workspace
-    run = state.read_run(cfg)
-    checkout.write_text(rules.apply("criterion", source))      # a reverted attempt left behind
-    reasons = []
-
-    def never(cfg, run):
-        reasons.append(run_script(cfg, run))
-        return "does not build: refused"
-    assert tweak.tweak_checkout(cfg, run, source, state.read_history(cfg), 1, 1, never) is None
-    assert checkout.read_text() == source
-    failed = [r["move"] for r in state.read_history(cfg) if r.get("outcome") == "build-failed"]
-    assert failed[:3] == ["stronger_estimator", "max_depth", "criterion"]   # the singles first
-    assert len(failed) == len(set(failed)) > 3        # then bold steps and pairs: each move once
-    assert reasons[0] is not None and reasons[1:3] == [None, None]   # the check saw each candidate
-
-
-def test_an_epochs_tweak_needs_no_build_check(tmp_path):
-    source = (ROOT / "models" / "cnn" / "model.py").read_text()
-    cfg = checkout_after_baseline(tmp_path, source, "cnn", 0.5)
-    checked = []
-    result = tweak.tweak_checkout(cfg, state.read_run(cfg), source, state.read_history(cfg), 1, 1,
-                                  lambda cfg, run: checked.append(run) or None)
-    assert result.rule == "epochs" and checked == []  # the model builds as its parent did
-
-
 @pytest.mark.slow
-def test_make_tweak_discards_a_keras_tweak_that_does_not_build(tmp_path):
-    """The real build check (scripts/buildcheck.py through the harness) on a kernel the
-    sizes could not be computed for: 8 -> 4 -> 2 -> a 5x5 kernel on a 2x2 map."""
-    pytest.importorskip("buildcheck")
+def test_a_keras_tweak_that_does_not_build_is_discarded_by_its_own_attempt(tmp_path, digits):
+    """tweak.py writes a kernel the sizes cannot be computed for (8 -> 4 -> 2 -> a 5x5
+    kernel on a 2x2 map); train.py's real attempt fails before its first step: booked
+    build-failed, not an attempt, the best source back; the next tweak is another move."""
     env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS}
     env.update(TWEAKOPS_ENV_FILE=os.devnull, STATE_DIR=str(tmp_path / "state"),
-               CHECKOUT_DIR=str(tmp_path / "checkout"), NO_COLOR="1")
+               CHECKOUT_DIR=str(tmp_path / "checkout"), NO_COLOR="1", DATA_DIR=str(digits), MAX_TWEAKS="3")
     cfg = state.config(environ=env)
     source = real("cnn_size_at_run_time")
     (tmp_path / "checkout").mkdir()
     (tmp_path / "checkout" / "model.py").write_text(source)
+    (tmp_path / "state" / "best").mkdir(parents=True)
+    (tmp_path / "state" / "best" / "model.py").write_text(source)
     state.update_run(cfg, MODEL_FILE="model.py", MODEL_TYPE="cnn", MODEL_RUNTIME="keras3", ATTEMPT=1,
-                     BEST_ATTEMPT=1, STATUS="trained", RUN_ID="r1")
+                     BEST_ATTEMPT=1, BEST_ACCURACY=0.5, STATUS="trained", RUN_ID="r1")
     state.append_history(cfg, {**baseline(source, 0.5), "run": "r1", "tweak": "baseline"})
     for n, rule_id in enumerate(("epochs", "filters"), start=2):   # both hurt: the kernel rule comes next
         state.append_history(cfg, {**record(n, rule_id, "reverted", 0.47), "run": "r1"})
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "tweak.py")], env=env,
-                            capture_output=True, text=True, timeout=600)
+
+    def script(name):
+        return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py")], env=env,
+                              capture_output=True, text=True, timeout=600)
+    result = script("tweak")
     assert result.returncode == 0, result.stderr
-    failed = [r for r in state.read_history(cfg) if r.get("outcome") == "build-failed"]
-    assert [r["rule"] for r in failed] == ["kernel"] and failed[0]["attempt"] is None
-    assert "does not build, discarded" in result.stderr
+    assert state.read_run(cfg)["TWEAK_RULE"] == "kernel"
+    tweaked = (tmp_path / "checkout" / "model.py").read_text()
+    result = script("train")
+    assert result.returncode == 3, result.stderr
+    assert "does not build (exit 1)" in result.stderr and "discarded without spending an attempt" in result.stderr
+    failed = state.read_history(cfg)[-1]
+    assert failed["outcome"] == "build-failed" and failed["attempt"] is None and failed["rule"] == "kernel"
+    assert failed["parent"] == 1 and failed["source_hash"] == state.source_hash(tweaked)
+    assert "Computed output size would be zero or negative" in failed["reason"]
+    assert (tmp_path / "state" / failed["log"]).is_file()   # its log is kept
+    assert not list((tmp_path / "state").glob("*/attempt-4*"))   # the number is free again
+    run = state.read_run(cfg)
+    assert run["ATTEMPT"] == "1" and run["STATUS"] == "reverted"
+    assert (tmp_path / "checkout" / "model.py").read_text() == source
+    result = script("tweak")   # MAX_TWEAKS=3, two spent: one left, and not the kernel again
+    assert result.returncode == 0, result.stderr
     assert state.read_run(cfg)["TWEAK_RULE"] == "conv_block"
     assert (tmp_path / "checkout" / "model.py").read_text() == rules.apply("conv_block", source, sourceedit.Context(1))
