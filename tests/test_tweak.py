@@ -472,7 +472,7 @@ def workspace(tmp_path):
     """A STATE_DIR and a checkout holding the example CNN after its baseline attempt."""
     env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS}
     env.update(TWEAKOPS_ENV_FILE=os.devnull, STATE_DIR=str(tmp_path / "state"),
-               CHECKOUT_DIR=str(tmp_path / "checkout"), NO_COLOR="1", BUILD_CHECK="0")
+               CHECKOUT_DIR=str(tmp_path / "checkout"), NO_COLOR="1")
     cfg = state.config(environ=env)
     source = (EXAMPLES / "cnn" / "model.py").read_text()
     (tmp_path / "checkout").mkdir()
@@ -921,7 +921,7 @@ def test_make_tweak_on_a_crlf_script_changes_one_line_and_its_diff_applies(tmp_p
     _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "crlf", cwd=checkout)
     env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS}
     env.update(TWEAKOPS_ENV_FILE=os.devnull, STATE_DIR=str(tmp_path / "state"), CHECKOUT_DIR=str(checkout),
-               NO_COLOR="1", BUILD_CHECK="0")
+               NO_COLOR="1")
     cfg = state.config(environ=env)
     state.update_run(cfg, MODEL_FILE="model.py", MODEL_TYPE="sklearn", ATTEMPT=1, BEST_ATTEMPT=1, STATUS="trained")
     state.append_history(cfg, baseline(source.decode(), 0.6))
