@@ -190,7 +190,7 @@ def test_build_check_fails_on_a_model_that_does_not_build(tmp_path):
 
 
 @pytest.mark.parametrize("script, build_failed", [
-    ("zero_map.py", True),            # the model cannot be built
+    # a model that cannot be built: test_tweak.py's real attempt of a kernel too big
     ("first_step_fails.py", True),    # it builds; its first training step cannot run
     ("fails_after_fit.py", False),    # it trained a step, then failed: the attempt's failure
 ])
