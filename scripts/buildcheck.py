@@ -1,10 +1,11 @@
-"""Build check: run a tweaked script up to its first fit, so an edit that does not build
-costs neither a training nor an attempt.
+"""Build check: does the checkout's script build in the run's runtime, without training it?
 
 The harness runs the checkout's MODEL_FILE with TWEAKOPS_BUILD_CHECK=1 through the
 run's runner (so in the attempt's runtime, local or Docker): its first `fit` trains one
-step and stops the script. A few seconds (mostly the TensorFlow import). tweak.py
-calls check() on each candidate it writes; a failed one is booked `build-failed`.
+step and stops the script. A few seconds (mostly the TensorFlow import). A command for
+people: the tweak loop needs no check before an attempt, since an attempt that fails
+before its first training step is booked `build-failed` without spending a tweak
+(train.py).
 
 Reads:  run.env (MODEL_FILE, MODEL_TYPE, MODEL_RUNTIME), CHECKOUT_DIR, RUNNER, DATA_DIR
 Exit:   0 builds; 4 does not build (the reason on stdout); 2 no model detected

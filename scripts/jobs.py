@@ -1,7 +1,7 @@
 """What one attempt runs: the runner Job for the current run.
 
 A helper module shared by train.py (the attempt) and buildcheck.py (the build check
-of a tweak before it costs a training); not a stage.
+of the checkout, without a training); not a stage.
 
   job_for(cfg, run, attempt)   runners.Job for the checkout's MODEL_FILE: its type and
                                runtime (run.env MODEL_TYPE, MODEL_RUNTIME), the dataset

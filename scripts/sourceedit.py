@@ -738,7 +738,8 @@ class Script:
 # spatial map sizes: a bigger kernel or another conv block must never shrink a map to
 # zero ("Computed output size would be zero or negative"). Sizes are computed where
 # the source gives them (an input shape, literal kernels, strides, padding); where it
-# does not, the edit stands and the build check before training decides.
+# does not, the edit stands and its attempt decides (one that fails before its first
+# training step is booked build-failed, no tweak spent: train.py).
 
 SHAPE_KEEPING = {"BatchNormalization", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
                  "SpatialDropout3D", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU",
