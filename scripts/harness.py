@@ -103,8 +103,9 @@ one `tweakops: error: ...` line naming the module or the URL and what to do.
 
 When the script returns or raises, TWEAKOPS_RESULT gets {"exit_code": n, "finished_at": t}
 (+ "reason": "never-trained" for exit 65; + "reason": "build-failed" for a Keras script
-that failed before its first training step ended: the model does not build, or its
-first step does not run — train.py discards such a tweak without spending an attempt);
+that failed before its first training step ended — the model does not build, or its
+first step does not run — and for a scikit-learn estimator that refused its parameters
+(InvalidParameterError): train.py discards such a tweak without spending an attempt);
 after a SIGKILL from outside it is absent,
 which is how the watchdog tells a crash from a clean exit; the memory watch's own kill
 leaves its "reason": "oom" record.
@@ -1263,6 +1264,16 @@ def explain(exc: BaseException) -> str | None:
     return None
 
 
+def _invalid_parameter(exc: BaseException | None) -> bool:
+    """Whether scikit-learn's parameter validation raised `exc` (or what caused it):
+    an estimator given a value it does not take, refused before it fitted anything."""
+    while exc is not None:
+        if type(exc).__name__ == "InvalidParameterError":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def run(script: str) -> int:
     random.seed(SEED)
     os.environ.setdefault("PYTHONHASHSEED", str(SEED))
@@ -1288,6 +1299,8 @@ def run(script: str) -> int:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:
         traceback.print_exc()
+        if FRAMEWORK == "sklearn" and _invalid_parameter(exc):
+            TRAINING["invalid"] = True   # the estimator refused its parameters: it never trained
         why = explain(exc)
         if why:
             print(f"tweakops: error: {why}", file=sys.stderr, flush=True)
@@ -1318,8 +1331,8 @@ def main() -> int:
         record = {"exit_code": code, "finished_at": time.time()}
         if code == EXIT_NEVER_TRAINED and METRICS_FILE.data.get("trained") is False:
             record["reason"] = "never-trained"
-        elif code != 0 and FRAMEWORK == "keras" and not BUILD_CHECK and not TRAINING["stepped"] \
-                and TRAINING["calls"] != -1:
+        elif code != 0 and not BUILD_CHECK and (TRAINING.get("invalid") or (
+                FRAMEWORK == "keras" and not TRAINING["stepped"] and TRAINING["calls"] != -1)):
             record["reason"] = "build-failed"   # before its first training step ended
         _write_json(RESULT, record)
     return code

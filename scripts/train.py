@@ -9,7 +9,8 @@ history.jsonl (so a killed attempt is never counted twice).
 A tweaked attempt that fails (a crash of the new code) is recorded as failed, the
 checkout is put back to the best source, and the exit is 3 ("still below target") so
 the loop tries another tweak. One that fails before its first training step ended (a
-shape error: the harness's result says build-failed) is not even an attempt: booked
+shape error; a scikit-learn estimator refusing a parameter: the harness's result says
+build-failed) is not even an attempt: booked
 `build-failed` (attempt null, no MAX_TWEAKS tweak spent), its log kept as
 logs/build-<hash>.log, exit 3 as well. The baseline failing is exit 4.
 
@@ -184,7 +185,8 @@ def discard_unbuilt(cfg: dict, run: dict, job: jobs.Job, source: str, code: int,
     digest = state.source_hash(source)
     log = f"logs/build-{digest[:12]}.log"
     tail = log_tail(job.log)
-    os.replace(job.log, sd / log)
+    if job.log.exists():
+        os.replace(job.log, sd / log)
     for kind in ("metrics", "result", "weights"):
         (sd / job.state_path(kind)).unlink(missing_ok=True)
     shutil.rmtree(sd / job.state_path("checkpoints"), ignore_errors=True)

@@ -193,9 +193,12 @@ def test_build_check_fails_on_a_model_that_does_not_build(tmp_path):
     # a model that cannot be built: test_tweak.py's real attempt of a kernel too big
     ("first_step_fails.py", True),    # it builds; its first training step cannot run
     ("fails_after_fit.py", False),    # it trained a step, then failed: the attempt's failure
+    ("sklearn_invalid_parameter.py", True),    # SVC(C=-1): refused by parameter validation
+    ("sklearn_fails_after_fit.py", False),     # a ValueError of the script's own, after fit
 ])
 def test_a_failure_before_the_first_training_step_is_marked_build_failed(tmp_path, script, build_failed):
-    result = run_harness(tmp_path, script)
+    framework = "sklearn" if script.startswith("sklearn_") else "keras"
+    result = run_harness(tmp_path, script, TWEAKOPS_FRAMEWORK=framework)
     assert result.returncode == 1, result.stderr
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["exit_code"] == 1
