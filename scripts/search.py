@@ -218,7 +218,8 @@ def propose(source: str, model_type: str, history: list[dict], parent: int | Non
     [] when the space is used up."""
     found = diagnose.diagnose(metrics, target, accuracy)
     applicable = [r.id for r in rules.rules_for_script(model_type, source)]
-    singles = plan(found.kind, applicable, history, parent)
+    undoes = undoing_moves(history, parent)
+    singles = [m for m in plan(found.kind, applicable, history, parent) if m not in undoes]
     epochs = epochs_for(metrics, found.facts, remaining_s)
     seen = {r.get("source_hash") for r in history if r.get("source_hash")} | {state.source_hash(source)}
     here = [r for r in history if parent is not None and r.get("parent") == parent]
@@ -231,7 +232,7 @@ def propose(source: str, model_type: str, history: list[dict], parent: int | Non
 
     def consider(moves: list[str]) -> bool:
         key = "+".join(moves)
-        if key in tried:
+        if key in tried or undoes.intersection(moves):
             return False
         done = _apply(moves, source, counter, epochs)
         if done is None or state.source_hash(done[0]) in seen:
@@ -242,7 +243,7 @@ def propose(source: str, model_type: str, history: list[dict], parent: int | Non
         return len(out) >= k
 
     pairs = _pairs(singles)
-    fixes = flaws(found.kind, source, counter, epochs)
+    fixes = [m for m in flaws(found.kind, source, counter, epochs) if m not in undoes]
     order = ([fixes] if len(fixes) >= 2 else []) + \
             ([[m] for m in singles] if not stalled else []) + [list(p) for p in pairs] + \
             ([[m] for m in singles] if stalled else [])
@@ -250,6 +251,25 @@ def propose(source: str, model_type: str, history: list[dict], parent: int | Non
         if consider(moves):
             break
     return out
+
+
+def lineage(history: list[dict], parent: int | None) -> list[dict]:
+    """The attempts from the baseline down to `parent`: the changes its source holds."""
+    by_number = {r["attempt"]: r for r in history if isinstance(r.get("attempt"), int)}
+    chain: list[dict] = []
+    while parent in by_number and all(r.get("attempt") != parent for r in chain):
+        chain.append(by_number[parent])
+        parent = by_number[parent].get("parent")
+    return chain[::-1]
+
+
+def undoing_moves(history: list[dict], parent: int | None) -> set[str]:
+    """Moves that would undo a change tweakops itself made on the way to `parent`: the
+    learning rate "back to the optimizer's usual value" fixes a rate the user wrote, not
+    one an earlier learning-rate step of this lineage set (0.001 x10 kept, then back
+    to 0.001 is the grandparent again under another spelling)."""
+    moved = {part.split(":")[0] for r in lineage(history, parent) for part in str(move_of(r) or "").split("+")}
+    return {"learning_rate"} if "learning_rate" in moved else set()
 
 
 def flaws(kind: str, source: str, counter: int, epochs: int | None) -> list[str]:

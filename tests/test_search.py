@@ -176,6 +176,20 @@ def test_a_move_tried_on_the_parent_is_not_tried_there_again_but_is_on_a_new_bes
     assert found[0].move == "optimizer"
 
 
+def test_a_learning_rate_this_lineage_set_is_not_put_back_to_the_usual_value():
+    """Attempt 2 took Adam's 0.001 x10 and was kept; from it, "back to the usual rate"
+    would be attempt 1 again under another spelling: the log-scale steps go on instead."""
+    faster = CNN_ADAM.replace("0.001", "0.01")
+    history = [base(CNN_ADAM, 0.1), {**child(2, "learning_rate:x10", 0.3, outcome="kept"),
+                                     "source_hash": state.source_hash(faster)}]
+    found = search.propose(faster, "cnn", history, 2, STUCK, 0.8, counter=1, k=20)
+    moves = [c.move for c in found]
+    assert moves and not any("learning_rate" in m.split("+") for m in moves), moves
+    assert "learning_rate:x10" in moves   # the same direction stays open
+    # a rate the user wrote 10x off is still put back to the usual value
+    assert first(faster, "cnn", [base(faster, 0.1)], STUCK).move == "learning_rate"
+
+
 def test_a_round_gives_k_distinct_candidates_deterministically():
     history = [base(CNN_SGD, 0.1)]
     one = search.propose(CNN_SGD, "cnn", history, 1, STUCK, 0.8, counter=1, k=3)
