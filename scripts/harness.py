@@ -466,7 +466,8 @@ def _reference_curve() -> list:
 
 TRAINED = {"model": None, "epoch": 0, "diverged": False}   # the latest fit's model, its epoch, its loss went NaN
 TRAINING = {"calls": 0, "model": False,   # training calls that ran; whether the script made a Keras model
-            "stepped": False}             # whether a training step (a batch of fit, a train_on_batch) ended
+            "stepped": False,             # whether a training step (a batch of fit, a train_on_batch) ended
+            "invalid": False}             # a scikit-learn estimator refused its parameters
 
 
 def layers_file(weights: str | Path) -> Path:
@@ -1241,11 +1242,18 @@ PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "sciki
              "skimage": "scikit-image", "bs4": "beautifulsoup4", "tf_keras": "tf_keras"}
 
 
-def explain(exc: BaseException) -> str | None:
-    """One line for the failures a user can fix without reading a traceback."""
+def causes(exc: BaseException | None):
+    """`exc`, then what caused it (__cause__, else __context__), each once."""
     seen = []
     while exc is not None and exc not in seen:
         seen.append(exc)
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line for the failures a user can fix without reading a traceback."""
+    for exc in causes(exc):
         text = str(exc)
         if isinstance(exc, ModuleNotFoundError) and exc.name:
             top = exc.name.split(".")[0]
@@ -1260,18 +1268,13 @@ def explain(exc: BaseException) -> str | None:
             url = found.group(0).rstrip(":;,.") if found else "data or weights"
             return (f"the script downloads {url} and this machine has no network; ship the data in the "
                     "model repository or DATA_DIR (pretrained weights: weights=None, or a file in the repository)")
-        exc = exc.__cause__ or exc.__context__
     return None
 
 
-def _invalid_parameter(exc: BaseException | None) -> bool:
+def _invalid_parameter(exc: BaseException) -> bool:
     """Whether scikit-learn's parameter validation raised `exc` (or what caused it):
     an estimator given a value it does not take, refused before it fitted anything."""
-    while exc is not None:
-        if type(exc).__name__ == "InvalidParameterError":
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any(type(e).__name__ == "InvalidParameterError" for e in causes(exc))
 
 
 def run(script: str) -> int:
@@ -1331,7 +1334,7 @@ def main() -> int:
         record = {"exit_code": code, "finished_at": time.time()}
         if code == EXIT_NEVER_TRAINED and METRICS_FILE.data.get("trained") is False:
             record["reason"] = "never-trained"
-        elif code != 0 and not BUILD_CHECK and (TRAINING.get("invalid") or (
+        elif code != 0 and not BUILD_CHECK and (TRAINING["invalid"] or (
                 FRAMEWORK == "keras" and not TRAINING["stepped"] and TRAINING["calls"] != -1)):
             record["reason"] = "build-failed"   # before its first training step ended
         _write_json(RESULT, record)
