@@ -100,6 +100,15 @@ def overdue(cfg: dict, until: float | None) -> Stopped | None:
     return None
 
 
+def show_tail(log: Path, shown_as: Path | None = None) -> str:
+    """Print the log's last lines to stderr (under the name `shown_as`, where the log is
+    about to move) and return them ("" for no log)."""
+    tail = log_tail(log)
+    if tail:
+        print(f"--- last lines of {shown_as or log} ---\n{tail}\n---", file=sys.stderr)
+    return tail
+
+
 def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
     try:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
@@ -184,7 +193,7 @@ def discard_unbuilt(cfg: dict, run: dict, job: jobs.Job, source: str, code: int,
     sd = state.state_dir(cfg)
     digest = state.source_hash(source)
     log = f"logs/build-{digest[:12]}.log"
-    tail = log_tail(job.log)
+    tail = show_tail(job.log, sd / log)
     if job.log.exists():
         os.replace(job.log, sd / log)
     for kind in ("metrics", "result", "weights"):
@@ -203,8 +212,6 @@ def discard_unbuilt(cfg: dict, run: dict, job: jobs.Job, source: str, code: int,
     state.update_run(cfg, ATTEMPT=run.get("ATTEMPT"), STATUS=attempts.REVERTED, EXIT_CODE=code, DURATION=duration,
                      LOG=str(sd / log), METRICS=None, RESULT=None, PID=None, PID_START=None, CONTAINER=None,
                      FAILURE_REASON=attempts.BUILD_FAILED)
-    if tail:
-        print(f"--- last lines of {sd / log} ---\n{tail}\n---", file=sys.stderr)
     state.warn(f"tweak {run.get('TWEAK', '')!r} {reason}; discarded without spending an attempt, "
                "reverted to the best source")
     return state.EXIT_BELOW_TARGET
@@ -355,9 +362,7 @@ def main(argv=None) -> int:
         state.info(f"attempt {attempt} trained in {duration:.1f}s; log: {job.log}")
         return state.EXIT_OK
 
-    tail = log_tail(job.log)
-    if tail:
-        print(f"--- last lines of {job.log} ---\n{tail}\n---", file=sys.stderr)
+    tail = show_tail(job.log)
     if stopped is not None:
         why = f"training failed: attempt {attempt} {stopped}" if stopped.status == attempts.TIMEOUT else str(stopped)
         code_for = {attempts.OOM: state.EXIT_RUNNER_FAILED}.get(stopped.status, state.EXIT_TRAINING_FAILED)
