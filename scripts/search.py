@@ -232,7 +232,7 @@ def propose(source: str, model_type: str, history: list[dict], parent: int | Non
 
     def consider(moves: list[str]) -> bool:
         key = "+".join(moves)
-        if key in tried or undoes.intersection(moves):
+        if key in tried:
             return False
         done = _apply(moves, source, counter, epochs)
         if done is None or state.source_hash(done[0]) in seen:
@@ -257,7 +257,9 @@ def lineage(history: list[dict], parent: int | None) -> list[dict]:
     """The attempts from the baseline down to `parent`: the changes its source holds."""
     by_number = {r["attempt"]: r for r in history if isinstance(r.get("attempt"), int)}
     chain: list[dict] = []
-    while parent in by_number and all(r.get("attempt") != parent for r in chain):
+    seen: set[int] = set()
+    while parent in by_number and parent not in seen:   # a hand-edited history may loop
+        seen.add(parent)
         chain.append(by_number[parent])
         parent = by_number[parent].get("parent")
     return chain[::-1]

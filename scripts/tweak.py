@@ -28,8 +28,8 @@ Writes: the checkout's MODEL_FILE (atomically), tweak_count + 1, run.env TWEAK (
         TWEAK_RULE (rule id), TWEAK_MOVE (rule and step), TWEAK_WHY (diagnosis → move),
         TWEAK_DIAGNOSIS, TWEAK_PARENT (the attempt it starts from), STATUS=tweaked
         (ATTEMPT is left to train.py, which numbers the attempt it runs); round.json
-        (PARALLEL > 1); the unified diff against the best on stdout, the banner and the why line on
-        stderr (plus one line per discarded candidate)
+        (PARALLEL > 1); the unified diff against the best on stdout, the banner and
+        the why line on stderr
 Exit:   0 a tweak was written; 2 no rules for the model type, file missing or unparsable;
         8 no tweak left (every move — single, bold, paired — tried on this parent or
         already trained; the time or tweak cap reached; with FILE --rule: the rule does
