@@ -10,7 +10,10 @@ printed. Before it starts, the harness:
     the optimizer state), and the hopeless-attempt stop (TWEAKOPS_REFERENCE); wraps
     `Model.evaluate` to record the held-out figure the script computes;
   - scikit-learn: wraps `accuracy_score` and `ClassifierMixin.score` to record the
-    accuracy the script computes (the last call wins: scripts score held-out data last).
+    accuracy the script computes (the last call wins: scripts score held-out data last),
+    and the fit's data validation to keep each classifier's training data (up to
+    TRAIN_SAMPLE rows), so that the training accuracy of the model scored is recorded
+    beside it (`train_score`: overfit or underfit, diagnose.py).
     None of the three below applies to it: a sklearn fit cannot be stopped or
     warm-started from outside.
 
@@ -173,6 +176,8 @@ MEMORY_LIMIT = int(_positive("TWEAKOPS_MEMORY_LIMIT", 0) or 0)  # bytes the atte
 MEMORY_EVERY = 0.2       # seconds between two looks at the memory
 SCAN_EVERY = 1.0         # seconds between two looks for the attempt's processes
 CPU_PROGRESS = 0.05      # share of one core over a heartbeat interval that counts as progress
+FINISHERS: list = []     # called once the script ended well, before the metrics' last save
+TRAIN_SAMPLE = 2000      # training rows a scikit-learn classifier's training accuracy is measured on
 EXIT_NEVER_TRAINED = 65  # a Keras script that never trains (sysexits' EX_DATAERR)
 EXIT_KILLED = 128 + 9    # SIGKILL
 
@@ -1192,11 +1197,32 @@ def patch_sklearn() -> None:
     original_score = sklearn.base.ClassifierMixin.score
     inside = threading.local()
 
-    def record(value):
+    # id(classifier) -> (weakref, X, y) of its fit; "last": the id of the last one fitted;
+    # "scored": (the classifier, X, y) behind the last score recorded, kept alive until the end
+    fits: dict = {}
+
+    def record(value, estimator=None):
         if isinstance(value, (int, float)) and not getattr(inside, "busy", False):
             METRICS_FILE.data["scores"].append(float(value))
             METRICS_FILE.save()
+            ref, X, y = fits.get(id(estimator)) or fits.get(fits.get("last")) or (lambda: None, None, None)
+            if ref() is not None:
+                fits["scored"] = (ref(), X, y)
         return value
+
+    def training_accuracy() -> None:
+        """At the end of the script: the accuracy of the classifier behind the last score
+        on (a sample of) its own training data, one predict in all."""
+        estimator, X, y = fits.pop("scored", (None, None, None))
+        if estimator is None:
+            return
+        inside.busy = True
+        try:
+            METRICS_FILE.data["train_score"] = float(original_accuracy(y, estimator.predict(X)))
+        except Exception:  # noqa: BLE001 - a classifier that cannot predict its training data: no figure
+            pass
+        finally:
+            inside.busy = False
 
     def classes_seen(y_true, y_pred) -> None:
         """How many classes the labels hold and how many the predictions do: a model
@@ -1219,7 +1245,7 @@ def patch_sklearn() -> None:
             value = original_score(self, *args, **kwargs)
         finally:
             inside.busy = False
-        return record(value)
+        return record(value, self)
 
     original_showwarning = warnings.showwarning
 
@@ -1233,6 +1259,60 @@ def patch_sklearn() -> None:
     accuracy_score.__wrapped__ = original_accuracy
     sklearn.metrics.accuracy_score = accuracy_score
     sklearn.base.ClassifierMixin.score = score
+    watch_fits(np, sklearn, fits, inside)
+    FINISHERS.append(training_accuracy)
+
+
+def watch_fits(np, sklearn, fits: dict, inside) -> None:
+    """Keep the training data of every classifier's fit: the (X, y) its data validation
+    returns when it resets the estimator (a fit, not a predict), at most TRAIN_SAMPLE
+    rows of it. scikit-learn >= 1.6 validates through `utils.validation.validate_data`
+    (bound by name in each estimator's module: the modules imported already are rebound
+    too), older ones through `BaseEstimator._validate_data`."""
+    import weakref
+
+    import sklearn.utils.validation as validation
+    from sklearn.base import is_classifier
+
+    def remember(estimator, args, kwargs, out) -> None:
+        reset = kwargs.get("reset", args[2] if len(args) > 2 else True)
+        if getattr(inside, "busy", False) or not reset or not (isinstance(out, tuple) and len(out) == 2):
+            return
+        try:
+            if not is_classifier(estimator):
+                return
+            X, y = out
+            n = X.shape[0]
+            if n > TRAIN_SAMPLE:
+                rows = np.random.RandomState(0).choice(n, TRAIN_SAMPLE, replace=False)
+                X, y = X[rows], np.asarray(y)[rows]
+            key = id(estimator)
+            try:   # forgotten with the estimator (cross-validation fits clones by the hundred)
+                ref = weakref.ref(estimator, lambda _, key=key: fits.pop(key, None))
+            except TypeError:
+                ref = lambda: estimator  # noqa: E731 - an estimator without weak references
+            fits[key] = (ref, X, y)
+            fits["last"] = key
+        except Exception:  # noqa: BLE001 - odd data: no training score, the fit goes on
+            pass
+
+    def wrap(original):
+        def validate(estimator, *args, **kwargs):
+            out = original(estimator, *args, **kwargs)
+            remember(estimator, args, kwargs, out)
+            return out
+        validate.__wrapped__ = original
+        return validate
+
+    original = getattr(validation, "validate_data", None)
+    if original is not None:
+        patched = wrap(original)
+        validation.validate_data = patched
+        for name, module in list(sys.modules.items()):
+            if name.startswith("sklearn") and getattr(module, "validate_data", None) is original:
+                module.validate_data = patched
+    if hasattr(sklearn.base.BaseEstimator, "_validate_data"):
+        sklearn.base.BaseEstimator._validate_data = wrap(sklearn.base.BaseEstimator._validate_data)
 
 
 # ---------------------------------------------------------------------------
@@ -1315,6 +1395,8 @@ def run(script: str) -> int:
                   f"call model.fit(...) in {script}", file=sys.stderr, flush=True)
             code = EXIT_NEVER_TRAINED
     if code == 0:
+        for finish in FINISHERS:
+            finish()
         save_trained()  # the weights as the script leaves them
     if MEMORY_LIMIT:
         METRICS_FILE.data["memory_peak"] = watch.peak

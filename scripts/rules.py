@@ -676,9 +676,10 @@ def more_estimators(s: Script) -> str | None:
 
 @rule("max_depth", "max_depth x2", "sklearn")
 def deeper_trees(s: Script) -> str | None:
-    """Deeper trees: max_depth x2 (gradient boosting's default 3 → 6; None stays unlimited)."""
+    """Deeper trees: max_depth x2, bold x4 (gradient boosting's default 3 → 6; None stays unlimited)."""
+    factor = 4 if s.context.bold else 2
     return _tune(s, TREES | FORESTS | BOOSTING, "max_depth",
-                 lambda d: d * 2 if isinstance(d, int) and 0 < d < 64 else None,
+                 lambda d: d * factor if isinstance(d, int) and 0 < d < 64 else None,
                  absent_default={c: 3 for c in BOOSTING})
 
 

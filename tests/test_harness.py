@@ -215,3 +215,20 @@ def test_the_harness_gives_the_bare_accuracy(tmp_path, script):
     result = run_harness(tmp_path, script)
     assert result.returncode == 0, result.stderr
     assert abs(metrics(tmp_path)["accuracy"] - bare_accuracy) < 0.02
+
+
+@pytest.mark.parametrize("score_with", ["score", "pipeline", "accuracy_score"])
+@pytest.mark.parametrize("shape", ["shallow", "deep"])
+def test_a_classifier_s_training_accuracy_is_recorded_beside_its_held_out_score(tmp_path, shape, score_with):
+    """Scripts score their held-out split only: the harness scores the fitted classifier on
+    its own training data too, so that overfit and underfit can be told apart (diagnose.py)."""
+    result = run_harness(tmp_path, "sklearn_train_score.py", TWEAKOPS_FRAMEWORK="sklearn", SHAPE=shape,
+                         SCORE_WITH=score_with)
+    assert result.returncode == 0, result.stderr
+    printed = float(result.stdout.strip().splitlines()[-1].split()[-1])
+    data = metrics(tmp_path)
+    assert data["scores"] == [pytest.approx(printed)]   # the harness's own scoring is not recorded as one
+    if shape == "shallow":   # two stumps: about as bad on the training data as on the held-out data
+        assert data["train_score"] < 0.7 and abs(data["train_score"] - printed) < 0.1
+    else:                    # an unpruned tree: every training sample right
+        assert data["train_score"] == 1.0 and printed < 0.9
