@@ -2,14 +2,16 @@
 
 The harness records every epoch of every fit (`STATE_DIR/metrics/attempt-N.json`:
 loss, accuracy, val_loss, val_accuracy, seconds) and, for scikit-learn, the scores the
-script computed, how many classes its predictions held and whether the solver
-converged. From that one record this module says, in one readable line, what the
-model lacks; `search.py` lets that rank the moves.
+script computed, the model's accuracy on its own training data, how many classes its
+predictions held and whether the solver converged. From that one record this module
+says, in one readable line, what the model lacks; `search.py` lets that rank the moves.
 
 Keras, in this order (the first that holds):
 
   diverged   a loss is NaN/inf, or the loss ended far above its best   → a smaller learning rate
-  stuck      accuracy at chance (1/classes) or the loss did not move   → optimizer and learning rate, then capacity
+  stuck      accuracy at chance (near 1/classes, near_chance) or the
+             loss did not move                                         → optimizer and learning rate, then capacity
+                                                                         (after 1-2 epochs: 4x the epochs before capacity)
   overfit    training accuracy far above validation (> GAP_OVERFIT)    → dropout, batch normalisation, regularisation
   rising     validation accuracy still climbing at the last epoch and a
              forecast (accuracy ~ a + b·ln(epoch)) reaches the target
@@ -18,9 +20,12 @@ Keras, in this order (the first that holds):
              rising too slowly for epochs alone to reach the target    → capacity, in bold steps
   plateau    none of the above, below the target                      → capacity and structure
 
-scikit-learn: `one-class` (its predictions hold one class: a regulariser far too
-strong), `overfit` (the script scored its training data too, far above the held-out
-score), `not-converged` (the solver warned), else `below-target`.
+scikit-learn, in this order: `one-class` (its predictions hold one class, or at most
+half of them: a regulariser far too strong), `overfit` (its training accuracy — the
+harness scores the fitted classifier on its own training data — far above the held-out
+one), `not-converged` (the solver warned), `underfit` (training accuracy below the
+target and not above held-out: a model too simple or too regularised), else
+`below-target`.
 
 No I/O besides `load()`; the numbers it used go into `Diagnosis.facts` and the line
 into the history record (`why`), the report and the commit message.
@@ -40,6 +45,8 @@ RISING = 0.01           # validation accuracy gained per epoch at the end that c
 FORECAST_REACH = 8      # "train longer" only if the forecast needs at most this many times the epochs
 FLAT_LOSS = 0.03        # relative loss drop over a fit below this: the loss did not move
 DIVERGED = 1.5          # last loss above this many times the best one: diverging
+SHORT_FIT = 2           # epochs too few to read the curve's shape from: train 4x longer
+NEAR_CHANCE = 0.25      # "at chance" never reaches further than this share of the way from chance to 1
 ACC_KEYS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy")
 
 
@@ -127,6 +134,13 @@ def chance_of(metrics: dict) -> float | None:
     return None
 
 
+def near_chance(chance: float) -> float:
+    """The accuracy below which a model has learnt next to nothing: 1.5 x chance + 0.05
+    (10 classes: 0.20, 4: 0.425), but never more than NEAR_CHANCE of the way from chance
+    to 1 (binary: 0.625, not 0.80: a binary model at 0.75 has learnt something)."""
+    return min(1.5 * chance + 0.05, chance + NEAR_CHANCE * (1.0 - chance))
+
+
 def diagnose(metrics: dict | None, target: float, accuracy: float | None = None) -> Diagnosis:
     """What the model of one attempt lacks (see the module docstring)."""
     if not metrics:
@@ -161,8 +175,10 @@ def _keras(metrics: dict, target: float, accuracy: float | None) -> Diagnosis:
     best = max([a for a in train + val if a is not None] + ([held_out] if held_out is not None else []),
                default=None)
     flat = len(losses) >= 2 and losses[0] > 0 and (losses[0] - losses[-1]) / losses[0] < FLAT_LOSS
-    if chance is not None and best is not None and best < 1.5 * chance + 0.05:
+    if chance is not None and best is not None and best < near_chance(chance):
         facts["chance"] = round(chance, 4)
+        if n <= SHORT_FIT:   # it may just not have trained long enough (search.py)
+            facts["forecast_epochs"] = max(4 * n, 4)
         return Diagnosis("stuck", f"accuracy {best:.2f} is at chance ({chance:.2f}) after {n} epoch(s)", facts)
     if flat and (best is None or best < max(0.3, target / 2)):
         return Diagnosis("stuck", f"the loss barely moved ({losses[0]:.3g} → {losses[-1]:.3g}) in {n} epochs", facts)
@@ -177,7 +193,7 @@ def _keras(metrics: dict, target: float, accuracy: float | None) -> Diagnosis:
     slope = (tail[-1][1] - tail[-2][1]) / max(1, tail[-1][0] - tail[-2][0]) if len(tail) >= 2 else None
     facts["slope"] = None if slope is None else round(slope, 4)
     goal = min(0.999, target + NOISE)
-    if len(tail) == 1 or (n <= 2 and slope is not None and slope > 0):
+    if len(tail) == 1 or (n <= SHORT_FIT and slope is not None and slope > 0):
         # one or two epochs say little about the shape of the curve: more epochs first
         facts["forecast_epochs"] = max(4 * n, 4)
         return Diagnosis("rising", f"only {n} epoch(s) trained: too short to read the curve", facts)
@@ -209,12 +225,22 @@ def _sklearn(metrics: dict, target: float, accuracy: float | None) -> Diagnosis:
     if isinstance(predicted, int) and isinstance(classes, int) and classes > 2 and predicted <= classes // 2:
         return Diagnosis("one-class", f"it predicts only {predicted} of {classes} classes: "
                                       "a regulariser far too strong", facts)
-    if len(scores) >= 2 and max(scores[:-1]) - scores[-1] > GAP_OVERFIT:
-        # the script scored its training data too: far above the held-out score
-        return Diagnosis("overfit", f"training score {max(scores[:-1]):.2f} is far above held-out "
-                                    f"{scores[-1]:.2f}", facts)
+    # the training accuracy: the harness's (the scored model on its own training data), else
+    # a score the script computed before its last one (scripts score their training data first)
+    train = metrics.get("train_score")
+    if not isinstance(train, (int, float)) and len(scores) >= 2:
+        train = max(scores[:-1])
+    held_out = final if isinstance(final, (int, float)) else None
+    facts["train_accuracy"] = train
+    if isinstance(train, (int, float)) and held_out is not None and train - held_out > GAP_OVERFIT:
+        return Diagnosis("overfit", f"training accuracy {train:.2f} is far above held-out "
+                                    f"{held_out:.2f}", facts)
     if metrics.get("not_converged"):
         return Diagnosis("not-converged", "the solver did not converge (ConvergenceWarning)", facts)
+    if isinstance(train, (int, float)) and held_out is not None and train < min(0.999, target + NOISE) \
+            and train - held_out <= GAP_CLOSE:
+        return Diagnosis("underfit", f"training accuracy {train:.2f} is low and not above held-out "
+                                     f"{held_out:.2f}: the model cannot fit the data", facts)
     if isinstance(final, (int, float)):
         return Diagnosis("below-target", f"accuracy {final:.2f} below the target {target:.2f}", facts)
     return Diagnosis("unknown", "no score was recorded", facts)

@@ -5,7 +5,8 @@ edits. Deterministic for a given history (a rerun proposes the same thing).
 
 1. **Diagnose the parent** (the best attempt so far): `diagnose.py` reads its learning
    curve — diverged, stuck at chance, overfit, still rising, underfit, plateau;
-   scikit-learn: one class predicted, not converged, below target.
+   scikit-learn: one class predicted, overfit or underfit (its training accuracy against
+   held-out), not converged, below target.
 2. **Rank the moves by the diagnosis** (`PLANS`): a move is a rule plus its step —
    `filters` (x2) or `filters:bold` (x4), `learning_rate` (back to the optimizer's usual
    value), `learning_rate:x0.1` (a log-scale step), `epochs` (to the epochs the curve's
@@ -54,14 +55,18 @@ _CAPACITY_BOLD = ["filters:bold", "units:bold", "dense_units:bold", "conv_block"
                   "dense_layer", "bidirectional", "hidden_layer_sizes", "kernel"]
 _CAPACITY = ["filters", "units", "dense_units", "conv_block", "stack_rnn", "bidirectional",
              "dense_layer", "kernel"]
+# scikit-learn capacity: less bias first (deeper trees, weaker regularisers, a hand-set gamma
+# back to "scale", fewer neighbours), more trees last (they lower the variance, not the bias)
+_SK_CAPACITY = ["max_depth:bold", "C:bold", "alpha:bold", "gamma", "n_neighbors",
+                "stronger_estimator", "max_iter", "n_estimators"]
 PLANS: dict[str, list[str]] = {
     "diverged": ["learning_rate:x0.1", "optimizer", "batchnorm", "learning_rate:x0.01"],
     "stuck": ["optimizer", "learning_rate", "learning_rate:x10", "less_dropout:bold", "batchnorm",
               *_CAPACITY_BOLD, "epochs"],
     "rising": ["epochs", *_FLAWS, *_CAPACITY_BOLD],
-    "underfit": [*_FLAWS, *_CAPACITY_BOLD, "epochs", "batchnorm"],
+    "underfit": [*_FLAWS, *_CAPACITY_BOLD, "epochs", "batchnorm", *_SK_CAPACITY],
     "overfit": ["dropout", "batchnorm", "l2", "less_dropout", *_CAPACITY,
-                "stronger_estimator", "n_estimators", "C"],
+                "stronger_estimator", "n_estimators", "gamma_step", "gamma"],
     "plateau": [*_FLAWS, *_CAPACITY, "batchnorm", "epochs", "learning_rate:x0.1"],
     "unknown": [],
     "one-class": ["C:bold", "gamma_step:bold", "gamma", "alpha:bold", "max_iter:bold", "C",
@@ -80,7 +85,7 @@ FLAWS: dict[str, list[str]] = {
 }
 # rules whose step has a bold size (Context.bold): filters x4 instead of x2, C x100 instead of x10
 STEPPED = {"epochs", "filters", "dense_units", "units", "less_dropout", "C", "n_estimators", "max_iter",
-           "alpha", "gamma_step", "l2"}
+           "alpha", "gamma_step", "l2", "max_depth"}
 # variant -> the Context fields it sets
 VARIANTS = {"": {}, "bold": {"bold": True}, "x0.1": {"lr_scale": 0.1}, "x0.01": {"lr_scale": 0.01},
             "x10": {"lr_scale": 10.0}}
@@ -220,6 +225,8 @@ def propose(source: str, model_type: str, history: list[dict], parent: int | Non
     applicable = [r.id for r in rules.rules_for_script(model_type, source)]
     undoes = undoing_moves(history, parent)
     singles = [m for m in plan(found.kind, applicable, history, parent) if m not in undoes]
+    if found.kind == "stuck" and 0 < (found.facts.get("epochs") or 0) <= diagnose.SHORT_FIT:
+        singles = train_longer_after_the_step_size(singles)
     epochs = epochs_for(metrics, found.facts, remaining_s)
     seen = {r.get("source_hash") for r in history if r.get("source_hash")} | {state.source_hash(source)}
     here = [r for r in history if parent is not None and r.get("parent") == parent]
@@ -251,6 +258,18 @@ def propose(source: str, model_type: str, history: list[dict], parent: int | Non
         if consider(moves):
             break
     return out
+
+
+def train_longer_after_the_step_size(moves: list[str]) -> list[str]:
+    """A model near chance after one or two epochs may just not have trained long enough:
+    train longer before any capacity move, after the optimizer and learning-rate moves
+    that come first (the plan for "stuck" keeps epochs last)."""
+    if "epochs" not in moves:
+        return moves
+    rest = [m for m in moves if m != "epochs"]
+    capacity = {m.split(":")[0] for m in _CAPACITY_BOLD + _CAPACITY}
+    at = next((i for i, m in enumerate(rest) if m.split(":")[0] in capacity), len(rest))
+    return rest[:at] + ["epochs"] + rest[at:]
 
 
 def lineage(history: list[dict], parent: int | None) -> list[dict]:

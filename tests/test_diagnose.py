@@ -35,6 +35,21 @@ def test_accuracy_at_chance_is_stuck():
     assert d.kind == "stuck" and "chance" in d.why and d.facts["chance"] == 0.1
 
 
+@pytest.mark.parametrize("classes, rows, stuck", [
+    # binary (one sigmoid unit): 0.52 has learnt nothing, 0.75 has (the default target is 0.80)
+    (1, [(0.693, 0.50, 0.51), (0.692, 0.51, 0.52), (0.690, 0.52, 0.52)], True),
+    (1, [(0.69, 0.60, 0.62), (0.60, 0.70, 0.71), (0.55, 0.74, 0.75)], False),
+    # four and ten classes: close to chance (0.25, 0.10) or well above it
+    (4, [(1.386, 0.26, 0.27), (1.37, 0.28, 0.29), (1.36, 0.29, 0.30)], True),
+    (4, [(1.38, 0.27, 0.29), (1.20, 0.45, 0.47), (1.05, 0.52, 0.55)], False),
+    (10, [(2.30, 0.10, 0.11), (2.28, 0.14, 0.15), (2.25, 0.17, 0.18)], True),
+    (10, [(2.30, 0.12, 0.13), (2.00, 0.25, 0.27), (1.80, 0.33, 0.35)], False),
+])
+def test_at_chance_means_near_chance_for_any_number_of_classes(classes, rows, stuck):
+    d = diagnose.diagnose(keras_metrics(rows, classes=classes), 0.8)
+    assert (d.kind == "stuck") is stuck, d.line
+
+
 def test_a_flat_loss_is_stuck_without_knowing_the_classes():
     rows = [(1.398, 0.278, 0.233), (1.398, 0.281, 0.235), (1.397, 0.285, 0.245)]
     assert diagnose.diagnose(keras_metrics(rows), 0.6).kind == "stuck"
@@ -95,6 +110,21 @@ def test_sklearn_not_converged():
     d = diagnose.diagnose({"framework": "sklearn", "scores": [0.7], "predicted_classes": 10, "classes": 10,
                            "not_converged": True}, 0.9)
     assert d.kind == "not-converged"
+
+
+@pytest.mark.parametrize("train, held_out, kind", [
+    (0.49, 0.48, "underfit"),      # a forest of stumps: as bad on its training data as on held-out
+    (1.00, 0.86, "overfit"),       # an unpruned tree: its training data learnt by heart
+    (0.95, 0.91, "below-target"),  # fits its training data as well as the target asks: neither
+])
+def test_sklearn_training_accuracy_against_held_out(train, held_out, kind):
+    data = {"framework": "sklearn", "scores": [held_out], "train_score": train, "predicted_classes": 10,
+            "classes": 10}
+    d = diagnose.diagnose(data, 0.93)
+    assert d.kind == kind, d.line
+    assert d.facts["train_accuracy"] == train
+    if kind != "below-target":
+        assert f"{train:.2f}" in d.why and f"{held_out:.2f}" in d.why
 
 
 def test_sklearn_below_target_and_no_metrics_at_all():

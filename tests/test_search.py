@@ -88,6 +88,27 @@ def test_stuck_with_a_good_optimizer_moves_the_learning_rate_on_a_log_scale():
     assert c.move == "learning_rate" and "learning_rate=0.001" in c.source   # back to Adam's usual, 100x
 
 
+def test_stuck_after_one_or_two_epochs_trains_longer_once_the_step_size_was_tried():
+    rnn = textwrap.dedent("""\
+        import keras
+        from keras import layers
+        model = keras.Sequential([layers.LSTM(4), layers.Dense(4, activation="softmax")])
+        model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, epochs=2, validation_split=0.1)
+    """)
+    short = curve([(1.38, 0.27, 0.29), (1.33, 0.35, 0.33)], classes=4)
+    history = [base(rnn, 0.33)]
+    assert first(rnn, "rnn", history, short).move == "optimizer"
+    history.append(child(2, "optimizer", 0.32))
+    assert first(rnn, "rnn", history, short).move == "learning_rate:x10"
+    history.append(child(3, "learning_rate:x10", 0.32))
+    c = first(rnn, "rnn", history, short)
+    assert c.move == "epochs" and "epochs=10" in c.source   # before any capacity move: 4x, +25%
+    # after six epochs a model near chance is stuck for real: capacity before epochs
+    longer = curve([(1.38, 0.27, 0.29)] * 5 + [(1.37, 0.30, 0.31)], classes=4)
+    assert first(rnn.replace("epochs=2", "epochs=6"), "rnn", history, longer).move != "epochs"
+
+
 def test_diverged_takes_a_smaller_learning_rate():
     fast = CNN_ADAM.replace("0.001", "0.5")
     metrics = curve([(2.3, 0.2, 0.2), (float("nan"), 0.1, 0.1)])
@@ -137,6 +158,30 @@ def test_sklearn_predicting_one_class_takes_a_bold_log_step_of_c():
     only_c = SVC.replace(", gamma=0.5", "")
     c = first(only_c, "sklearn", [base(only_c, 0.1)], metrics, target=0.95)
     assert c.diagnosis == "one-class" and c.move == "C:bold" and "C=0.2" in c.source
+
+
+FOREST = textwrap.dedent("""\
+    from sklearn.ensemble import RandomForestClassifier
+    clf = RandomForestClassifier(n_estimators=2, max_depth=2, random_state=0)
+    clf.fit(X, y)
+    print(clf.score(Xt, yt))
+""")
+
+
+def test_sklearn_underfit_lowers_the_bias_boldly_before_adding_trees():
+    """More trees lower a forest's variance, not its bias: a forest that cannot fit its own
+    training data gets deeper trees first."""
+    metrics = {"framework": "sklearn", "scores": [0.48], "train_score": 0.49, "predicted_classes": 7,
+               "classes": 10}
+    c = first(FOREST, "sklearn", [base(FOREST, 0.48)], metrics, target=0.93)
+    assert c.diagnosis == "underfit" and c.move == "max_depth:bold" and "max_depth=8" in c.source
+    svc = SVC.replace(", gamma=0.5", "").replace("C=0.002", "C=0.5")
+    c = first(svc, "sklearn", [base(svc, 0.80)], {**metrics, "scores": [0.80], "train_score": 0.81}, target=0.93)
+    assert c.move == "C:bold" and "C=50" in c.source
+    # overfit (its training data learnt by heart): more trees, never a deeper tree first
+    c = first(FOREST, "sklearn", [base(FOREST, 0.80)], {**metrics, "scores": [0.80], "train_score": 1.0},
+              target=0.93)
+    assert c.diagnosis == "overfit" and c.move == "n_estimators"
 
 
 def test_two_plain_flaws_are_fixed_in_one_attempt():
