@@ -3,15 +3,16 @@ priority order (the prior of the chooser); `python scripts/tweak.py --list` show
 
   cnn      epochs, filters x2, kernel 3→5 (tuples too), +conv block (Conv+Pool after
            the last one), +dense layer (before the output), dense units x2, +dropout,
-           +batchnorm, dropout rates ÷2, l2 ÷10, optimizer → adam, learning rate
+           +batchnorm, dropout rates ÷2, l2 ÷10, optimizer → adam, learning rate,
+           sigmoid/tanh hidden layers → relu
   rnn      epochs, units x2, +recurrent layer (the one below gets
            return_sequences=True), bidirectional, dropout rates ÷2, optimizer,
            learning rate
   mlp      epochs, +dense layer, dense units x2, +dropout, dropout rates ÷2, l2 ÷10,
-           optimizer, learning rate
+           optimizer, learning rate, sigmoid/tanh hidden layers → relu
   sklearn  a stronger estimator of the same kind (DecisionTreeClassifier →
            RandomForestClassifier, its import added before the first use),
-           n_estimators, max_depth, C, alpha, gamma → scale, gamma ÷10, max_iter,
+           n_estimators, max_depth, a boosting learning_rate, C, alpha, gamma → scale, gamma ÷10, max_iter,
            n_neighbors, weights, hidden_layer_sizes, criterion
 
 A rule gets a sourceedit.Script, collects edits and returns its label ("epochs 1→3"),
@@ -351,6 +352,30 @@ def more_dense_units(s: Script) -> str | None:
     return _widen(s, hidden, "units", MAX_UNITS, "dense units")
 
 
+@rule("activation", "activation → relu", "cnn", "mlp")
+def relu_activation(s: Script) -> str | None:
+    """Hidden convolutions and Dense layers on sigmoid or tanh → relu (they saturate and learn slowly).
+
+    Never an output layer (the last Dense of a model, or any Dense where the model's
+    layers cannot be told), nor a recurrent layer, whose tanh is its own."""
+    hidden = set()
+    for chain in s.chains():
+        out = s.output_index(chain)
+        hidden |= {id(slot.inner) for i, slot in enumerate(chain) if out is not None and i != out}
+    label = None
+    for call in s.layers(CONV | {"Dense"}):
+        if class_name(call) == "Dense" and id(call) not in hidden:
+            continue
+        a = s.arg(call, None, "activation")
+        value = s.resolve(a.value) if a is not None else None
+        if isinstance(value, cst.SimpleString) and value.evaluated_value in ("sigmoid", "tanh") \
+                and id(value) not in s.changed:
+            s.changed[id(value)] = "relu"
+            label = label or f"activation {value.evaluated_value}→relu"
+            s.replace(value, cst.SimpleString(f"{value.quote}relu{value.quote}"))
+    return label
+
+
 @rule("dropout", "+dropout", "cnn", "mlp")
 def add_dropout(s: Script) -> str | None:
     """Dropout(DROPOUT_RATE) right before the output layer (not when one is there)."""
@@ -681,6 +706,17 @@ def deeper_trees(s: Script) -> str | None:
     return _tune(s, TREES | FORESTS | BOOSTING, "max_depth",
                  lambda d: d * factor if isinstance(d, int) and 0 < d < 64 else None,
                  absent_default={c: 3 for c in BOOSTING})
+
+
+@rule("boost_rate", "learning_rate x10", "sklearn")
+def faster_boosting(s: Script) -> str | None:
+    """A boosting model's hand-set learning_rate x10, at most 1.0: each tree counts for more.
+
+    Gradient boosting (also the histogram kind) and AdaBoost; a rate not given (the
+    default 0.1, AdaBoost's 1.0) is left alone."""
+    return _tune(s, BOOSTING | {"HistGradientBoostingClassifier", "HistGradientBoostingRegressor",
+                                "AdaBoostClassifier", "AdaBoostRegressor"}, "learning_rate",
+                 lambda r: readable(min(1.0, r * 10)) if 0 < r < 1.0 else None)
 
 
 @rule("C", "C x10", "sklearn")

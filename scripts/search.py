@@ -11,7 +11,8 @@ edits. Deterministic for a given history (a rerun proposes the same thing).
    `filters` (x2) or `filters:bold` (x4), `learning_rate` (back to the optimizer's usual
    value), `learning_rate:x0.1` (a log-scale step), `epochs` (to the epochs the curve's
    forecast and the remaining MAX_MINUTES allow, not +50%). The moves that fix a flaw
-   come first (a Dropout(0.9) halved, SGD → Adam, a learning rate 50x off back to usual:
+   come first (a Dropout(0.9) halved, SGD → Adam, a learning rate 50x off back to usual, sigmoid
+   hidden layers → relu:
    each only applies where the flaw is), then capacity, then the rest of the rules, so
    the space is never cut short by the plan.
    Where two or more plain flaws apply (FLAWS: a Dropout(0.9) and plain SGD on an
@@ -50,18 +51,18 @@ FAILED_GAIN = -0.10       # gain booked for a failed attempt
 STOPPED_GAIN = -0.05      # ... for one stopped early without an accuracy
 
 # diagnosis -> moves, best first ("rule" or "rule:variant"; see VARIANTS)
-_FLAWS = ["less_dropout:bold", "optimizer", "learning_rate"]
+_FLAWS = ["less_dropout:bold", "optimizer", "learning_rate", "activation"]
 _CAPACITY_BOLD = ["filters:bold", "units:bold", "dense_units:bold", "conv_block", "stack_rnn",
                   "dense_layer", "bidirectional", "hidden_layer_sizes", "kernel"]
 _CAPACITY = ["filters", "units", "dense_units", "conv_block", "stack_rnn", "bidirectional",
              "dense_layer", "kernel"]
-# scikit-learn capacity: less bias first (deeper trees, weaker regularisers, a hand-set gamma
+# scikit-learn capacity: less bias first (a boosting rate x10, deeper trees, weaker regularisers, a hand-set gamma
 # back to "scale", fewer neighbours), more trees last (they lower the variance, not the bias)
-_SK_CAPACITY = ["max_depth:bold", "C:bold", "alpha:bold", "gamma", "n_neighbors",
+_SK_CAPACITY = ["boost_rate", "max_depth:bold", "C:bold", "alpha:bold", "gamma", "n_neighbors",
                 "stronger_estimator", "max_iter", "n_estimators"]
 PLANS: dict[str, list[str]] = {
     "diverged": ["learning_rate:x0.1", "optimizer", "batchnorm", "learning_rate:x0.01"],
-    "stuck": ["optimizer", "learning_rate", "learning_rate:x10", "less_dropout:bold", "batchnorm",
+    "stuck": ["optimizer", "learning_rate", "activation", "learning_rate:x10", "less_dropout:bold", "batchnorm",
               *_CAPACITY_BOLD, "epochs"],
     "rising": ["epochs", *_FLAWS, *_CAPACITY_BOLD],
     "underfit": [*_FLAWS, *_CAPACITY_BOLD, "epochs", "batchnorm", *_SK_CAPACITY],

@@ -82,6 +82,14 @@ def test_stuck_at_chance_changes_the_optimizer_first():
     assert c.why.startswith("stuck: accuracy") and c.why.endswith("→ optimizer")
 
 
+def test_stuck_with_sgd_and_sigmoid_hidden_layers_fixes_both_in_one_attempt():
+    sigmoid = CNN_SGD.replace('Conv2D(4, 3, activation="relu")', 'Conv2D(4, 3, activation="sigmoid")')
+    c = first(sigmoid, "cnn", [base(sigmoid, 0.1)], STUCK)
+    assert c.move == "optimizer+activation"
+    assert "Adam(learning_rate=0.001)" in c.source and 'activation="relu"' in c.source
+    assert 'activation="softmax"' in c.source
+
+
 def test_stuck_with_a_good_optimizer_moves_the_learning_rate_on_a_log_scale():
     slow = CNN_ADAM.replace("0.001", "0.00001")
     c = first(slow, "cnn", [base(slow, 0.1)], STUCK)
@@ -178,6 +186,12 @@ def test_sklearn_underfit_lowers_the_bias_boldly_before_adding_trees():
     svc = SVC.replace(", gamma=0.5", "").replace("C=0.002", "C=0.5")
     c = first(svc, "sklearn", [base(svc, 0.80)], {**metrics, "scores": [0.80], "train_score": 0.81}, target=0.93)
     assert c.move == "C:bold" and "C=50" in c.source
+    # a booster with a cautious rate: each tree counts for more first (x10, never above 1.0)
+    booster = FOREST.replace("RandomForestClassifier(n_estimators=2, max_depth=2",
+                             "GradientBoostingClassifier(n_estimators=10, learning_rate=0.3, max_depth=2")
+    c = first(booster, "sklearn", [base(booster, 0.75)], {**metrics, "scores": [0.75], "train_score": 0.78},
+              target=0.93)
+    assert c.move == "boost_rate" and "learning_rate=1.0" in c.source
     # overfit (its training data learnt by heart): more trees, never a deeper tree first
     c = first(FOREST, "sklearn", [base(FOREST, 0.80)], {**metrics, "scores": [0.80], "train_score": 1.0},
               target=0.93)

@@ -66,12 +66,14 @@ EXPECTED = {
         ['optimizer = tf.keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)']),
     ('cnn_bare', 'epochs'): (['model.fit(x_train, y_train)'],
         ['model.fit(x_train, y_train, epochs=3)']),
-    ('cnn_bare', 'filters'): (["    Convolution2D(8, (3, 3), activation='relu', input_shape=(28, 28, 1)),"],
-        ["    Convolution2D(16, (3, 3), activation='relu', input_shape=(28, 28, 1)),"]),
-    ('cnn_bare', 'kernel'): (["    Convolution2D(8, (3, 3), activation='relu', input_shape=(28, 28, 1)),"],
-        ["    Convolution2D(8, (5, 5), activation='relu', input_shape=(28, 28, 1)),"]),
+    ('cnn_bare', 'filters'): (["    Convolution2D(8, (3, 3), activation='sigmoid', input_shape=(28, 28, 1)),"],
+        ["    Convolution2D(16, (3, 3), activation='sigmoid', input_shape=(28, 28, 1)),"]),
+    ('cnn_bare', 'kernel'): (["    Convolution2D(8, (3, 3), activation='sigmoid', input_shape=(28, 28, 1)),"],
+        ["    Convolution2D(8, (5, 5), activation='sigmoid', input_shape=(28, 28, 1)),"]),
+    ('cnn_bare', 'activation'): (["    Convolution2D(8, (3, 3), activation='sigmoid', input_shape=(28, 28, 1)),"],
+        ["    Convolution2D(8, (3, 3), activation='relu', input_shape=(28, 28, 1)),"]),
     ('cnn_bare', 'conv_block'): ([],
-        ["    Convolution2D(16, (3, 3), padding='same', activation='relu'),", "    MaxPooling2D(pool_size=(2, 2), padding='same'),"]),
+        ["    Convolution2D(16, (3, 3), padding='same', activation='sigmoid'),", "    MaxPooling2D(pool_size=(2, 2), padding='same'),"]),
     ('cnn_bare', 'dense_layer'): ([],
         ["    Dense(64, activation='relu'),"]),
     ('cnn_bare', 'dropout'): ([],
@@ -152,6 +154,12 @@ EXPECTED = {
         ['forest = RandomForestClassifier(n_estimators=20, max_depth=12, random_state=0)']),
     ('sklearn_forest', 'criterion'): (['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)'],
         ['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0, criterion="entropy")']),
+    ('sklearn_boosting', 'n_estimators'): (['booster = GradientBoostingClassifier(n_estimators=30, learning_rate=0.01, max_depth=2, random_state=0)'],
+        ['booster = GradientBoostingClassifier(n_estimators=60, learning_rate=0.01, max_depth=2, random_state=0)']),
+    ('sklearn_boosting', 'max_depth'): (['booster = GradientBoostingClassifier(n_estimators=30, learning_rate=0.01, max_depth=2, random_state=0)'],
+        ['booster = GradientBoostingClassifier(n_estimators=30, learning_rate=0.01, max_depth=4, random_state=0)']),
+    ('sklearn_boosting', 'boost_rate'): (['booster = GradientBoostingClassifier(n_estimators=30, learning_rate=0.01, max_depth=2, random_state=0)'],
+        ['booster = GradientBoostingClassifier(n_estimators=30, learning_rate=0.1, max_depth=2, random_state=0)']),
     ('sklearn_knn', 'n_neighbors'): (['knn = KNeighborsClassifier(n_neighbors=9)'],
         ['knn = KNeighborsClassifier(n_neighbors=3)']),
     ('sklearn_knn', 'knn_weights'): (['knn = KNeighborsClassifier(n_neighbors=9)'],
@@ -250,6 +258,10 @@ def _sk(param, expect):
         or any(k.endswith("." + param) for k in set(new[1]) - set(old[1]))
 
 
+def _activations(f) -> list:
+    return [v for k, values in f[1].items() if k.endswith(".activation") for v in values]
+
+
 # rule -> check(old facts, new facts): the intended value changed
 INTENT = {
     "epochs": _epochs,
@@ -286,6 +298,9 @@ INTENT = {
     "knn_weights": _sk("weights", lambda a, b: b == "distance"),
     "hidden_layer_sizes": _sk("hidden_layer_sizes", lambda a, b: numbers([b]) == [2 * x for x in numbers([a])]),
     "criterion": _sk("criterion", lambda a, b: b == "entropy"),
+    "boost_rate": _sk("learning_rate", lambda a, b: b == pytest.approx(10 * a)),
+    "activation": lambda o, n: _activations(n).count("relu") == _activations(o).count("relu") + 1
+    and _activations(n).count("softmax") == _activations(o).count("softmax"),   # never the output
 }
 
 

@@ -322,6 +322,26 @@ def test_gamma_step_divides_a_numeric_gamma_and_keeps_the_scale_rule():
     assert rules.apply("gamma_step", SVC.replace(", gamma=0.5", "")) is None
 
 
+def test_relu_replaces_sigmoid_and_tanh_in_hidden_layers_never_in_an_output_or_a_recurrent_layer():
+    binary = src('''\
+        import keras
+        from keras import layers
+        inputs = keras.Input(shape=(64,))
+        x = layers.Dense(32, activation="sigmoid")(inputs)
+        x = layers.Dense(16, activation="tanh")(x)
+        outputs = layers.Dense(1, activation="sigmoid")(x)
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+        model.fit(x_train, y_train, epochs=5)
+    ''')
+    label, added = tweaked("activation", binary)
+    assert label == "activation sigmoid→relu"
+    assert added == ['x = layers.Dense(32, activation="relu")(inputs)', 'x = layers.Dense(16, activation="relu")(x)']
+    assert rules.apply("activation", CNN) is None        # relu already
+    rnn = binary.replace('layers.Dense(32, activation="sigmoid")(inputs)', 'layers.LSTM(32, activation="tanh")(inputs)')
+    assert tweaked("activation", rnn)[1] == ['x = layers.Dense(16, activation="relu")(x)']
+
+
 def test_the_new_rules_are_registered_for_their_types():
     assert {r.id for r in rules.rules_for("sklearn")} >= {"alpha", "gamma_step"}
     for model_type in ("cnn", "rnn", "mlp"):
