@@ -1147,6 +1147,26 @@ def patch_keras() -> None:
 
     keras.Model.fit = fit
     keras.Model.evaluate = evaluate
+    keras1_epochs(keras)
+
+
+def keras1_epochs(keras) -> None:
+    """`nb_epoch=` (Keras 1; Keras 2 took it, with a warning, until 2.2) read as `epochs=`
+    in fit and fit_generator: a script of that era trains as it did."""
+    def wrap(original):
+        def wrapper(self, *args, **kwargs):
+            if "nb_epoch" in kwargs:
+                epochs = kwargs.pop("nb_epoch")
+                if "epochs" not in kwargs:
+                    kwargs["epochs"] = epochs
+                note(f"nb_epoch={epochs} is read as epochs= (Keras 1's name, gone from Keras since 2.2)")
+            return original(self, *args, **kwargs)
+        wrapper.__wrapped__ = original
+        return wrapper
+
+    for name in ("fit", "fit_generator"):
+        if getattr(keras.Model, name, None) is not None:
+            setattr(keras.Model, name, wrap(getattr(keras.Model, name)))
 
 
 def count_training(keras) -> None:

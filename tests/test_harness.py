@@ -148,7 +148,8 @@ def test_keras2_idioms_run_unmodified_on_tf_keras(tmp_path):
     assert "padded: [[0, 1, 2], [0, 0, 3]]" in result.stdout   # keras_preprocessing on numpy 2
     assert "decayed rate at step 2: 0.05" in result.stdout     # decay= is Keras 2's time-based decay
     data = metrics(tmp_path)
-    assert [e["epoch"] for e in data["epochs"]] == [1, 2]
+    assert [e["epoch"] for e in data["epochs"]] == [1, 2]      # nb_epoch=2 (Keras 1's name) is the epochs
+    assert "nb_epoch=2 is read as epochs=" in result.stderr
     assert "val_acc" in data["epochs"][-1]          # Keras 2's metric keys are read
     assert data["accuracy_source"] == "evaluate" and data["accuracy"] > 0.5
 
