@@ -23,8 +23,8 @@ Keras, in this order (the first that holds):
 scikit-learn, in this order: `one-class` (its predictions hold one class, or at most
 half of them: a regulariser far too strong), `overfit` (its training accuracy — the
 harness scores the fitted classifier on its own training data — far above the held-out
-one), `not-converged` (the solver warned), `underfit` (training accuracy below the
-target and not above held-out: a model too simple or too regularised), else
+one), `not-converged` (the solver warned), `underfit` (not overfit, and its training
+accuracy itself below the target: a model too simple or too regularised), else
 `below-target`.
 
 No I/O besides `load()`; the numbers it used go into `Diagnosis.facts` and the line
@@ -237,10 +237,10 @@ def _sklearn(metrics: dict, target: float, accuracy: float | None) -> Diagnosis:
                                     f"{held_out:.2f}", facts)
     if metrics.get("not_converged"):
         return Diagnosis("not-converged", "the solver did not converge (ConvergenceWarning)", facts)
-    if isinstance(train, (int, float)) and held_out is not None and train < min(0.999, target + NOISE) \
-            and train - held_out <= GAP_CLOSE:
-        return Diagnosis("underfit", f"training accuracy {train:.2f} is low and not above held-out "
-                                     f"{held_out:.2f}: the model cannot fit the data", facts)
+    if isinstance(train, (int, float)) and held_out is not None and train < min(0.999, target + NOISE):
+        # not overfit (above), yet below the target on its own training data: too much bias
+        return Diagnosis("underfit", f"training accuracy {train:.2f} (held-out {held_out:.2f}) is below "
+                                     f"the target itself: the model cannot fit the data", facts)
     if isinstance(final, (int, float)):
         return Diagnosis("below-target", f"accuracy {final:.2f} below the target {target:.2f}", facts)
     return Diagnosis("unknown", "no score was recorded", facts)
