@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -277,3 +278,19 @@ def test_warm_worker_off_or_a_derived_environment_runs_cold(tmp_path, own_state)
     runner = runners.get("local", config())
     assert not runner.warm(dataclasses.replace(job, requirements=tmp_path / "requirements.txt"))
     assert not workers_of(own_state)
+
+
+def test_a_classifier_fitted_in_a_child_of_a_warm_sklearn_worker_gets_its_training_accuracy(tmp_path, own_state):
+    """The worker imported the estimator modules before the harness patched the fit's data
+    validation: their bound name is patched too, so the training accuracy is still there."""
+    source = (Path(__file__).parent / "fixtures" / "harness" / "sklearn_train_score.py").read_text()
+    job = dataclasses.replace(job_for(tmp_path, source, model_type="sklearn",
+                                      extra_env={"SHAPE": "deep", "SCORE_WITH": "accuracy_score"}),
+                              state_dir=own_state, attempt=next(attempts))
+    runner = runners.get("local", config())
+    fields, code = run_attempt(runner, job)
+    assert code == 0, job.log.read_text()
+    assert "sklearn.tree" in worker.SKLEARN_COMMON
+    assert "ready in" in (own_state / "logs" / "worker.log").read_text()    # it ran in a worker's child
+    data = json.loads((job.state_dir / job.state_path("metrics")).read_text())
+    assert data["train_score"] == 1.0 and data["scores"][-1] < 0.9
