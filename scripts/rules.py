@@ -356,15 +356,17 @@ def more_dense_units(s: Script) -> str | None:
 def relu_activation(s: Script) -> str | None:
     """Hidden convolutions and Dense layers on sigmoid or tanh → relu (they saturate and learn slowly).
 
-    Never an output layer (the last Dense of a model, or any Dense where the model's
-    layers cannot be told), nor a recurrent layer, whose tanh is its own."""
-    hidden = set()
+    Never an output layer (the last Dense of a model, any Dense where the model's layers
+    cannot be told, a convolution that ends a model), nor a recurrent layer, whose tanh
+    is its own."""
+    hidden, last = set(), set()
     for chain in s.chains():
         out = s.output_index(chain)
         hidden |= {id(slot.inner) for i, slot in enumerate(chain) if out is not None and i != out}
+        last |= {id(chain[-1].inner)} if chain else set()   # a convolution as the output: left alone
     label = None
     for call in s.layers(CONV | {"Dense"}):
-        if class_name(call) == "Dense" and id(call) not in hidden:
+        if (class_name(call) == "Dense" and id(call) not in hidden) or id(call) in last:
             continue
         a = s.arg(call, None, "activation")
         value = s.resolve(a.value) if a is not None else None

@@ -340,6 +340,14 @@ def test_relu_replaces_sigmoid_and_tanh_in_hidden_layers_never_in_an_output_or_a
     assert rules.apply("activation", CNN) is None        # relu already
     rnn = binary.replace('layers.Dense(32, activation="sigmoid")(inputs)', 'layers.LSTM(32, activation="tanh")(inputs)')
     assert tweaked("activation", rnn)[1] == ['x = layers.Dense(16, activation="relu")(x)']
+    mask = src('''\
+        import keras
+        from keras import layers
+        model = keras.Sequential([keras.Input((28, 28, 1)), layers.Conv2D(8, 3, padding="same", activation="tanh"),
+                                  layers.Conv2D(1, 3, padding="same", activation="sigmoid")])
+    ''')
+    assert tweaked("activation", mask)[1] == ['model = keras.Sequential([keras.Input((28, 28, 1)), '
+                                              'layers.Conv2D(8, 3, padding="same", activation="relu"),']
 
 
 def test_the_new_rules_are_registered_for_their_types():
