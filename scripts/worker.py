@@ -397,8 +397,6 @@ def preload(runtime: str) -> None:
     """Import what the harness imports before the user's script runs, for `runtime`."""
     def load():
         if runtime == "sklearn":
-            import importlib
-
             import numpy  # noqa: F401
             import sklearn.base  # noqa: F401
             import sklearn.metrics  # noqa: F401
