@@ -93,7 +93,9 @@ Runtimes (TWEAKOPS_RUNTIME, from detect_type.py's MODEL_RUNTIME):
            `keras.layers.convolutional|core|normalization|embeddings|recurrent|...`)
            at their Keras 2 homes; `Adam(lr=...)` means learning_rate (tf_keras
            would warn and silently keep 0.001), `decay=` is Keras 2's time-based decay;
-           `Sequential.predict_classes`/`predict_proba` are back.
+           `Sequential.predict_classes`/`predict_proba` are back. `nb_epoch=` (Keras 1)
+           is `epochs=` in fit and fit_generator, in any runtime (keras1_epochs: it wraps
+           the harness's own fit, which must see `epochs`).
   sklearn  scikit-learn
 
 Build check (TWEAKOPS_BUILD_CHECK=1): the script runs up to its first `fit`, which
