@@ -23,7 +23,8 @@ Keras, in this order (the first that holds):
 scikit-learn, in this order: `one-class` (its predictions hold one class, or at most
 half of them: a regulariser far too strong), `overfit` (its training accuracy — the
 harness scores the fitted classifier on its own training data — far above the held-out
-one), `not-converged` (the solver warned), `underfit` (not overfit, and its training
+one), `not-converged` (the solver warned; `facts["underfit"]` when its training accuracy
+is below the target too), `underfit` (not overfit, and its training
 accuracy itself below the target: a model too simple or too regularised), else
 `below-target`.
 
@@ -235,9 +236,14 @@ def _sklearn(metrics: dict, target: float, accuracy: float | None) -> Diagnosis:
     if isinstance(train, (int, float)) and held_out is not None and train - held_out > GAP_OVERFIT:
         return Diagnosis("overfit", f"training accuracy {train:.2f} is far above held-out "
                                     f"{held_out:.2f}", facts)
+    underfit = isinstance(train, (int, float)) and held_out is not None and train < min(0.999, target + NOISE)
     if metrics.get("not_converged"):
+        if underfit:   # both off: the iterations and the regulariser (LogisticRegression(max_iter=2, C=1e-4))
+            facts["underfit"] = True
+            return Diagnosis("not-converged", f"the solver did not converge (ConvergenceWarning), and training "
+                                              f"accuracy {train:.2f} is below the target itself", facts)
         return Diagnosis("not-converged", "the solver did not converge (ConvergenceWarning)", facts)
-    if isinstance(train, (int, float)) and held_out is not None and train < min(0.999, target + NOISE):
+    if underfit:
         # not overfit (above), yet below the target on its own training data: too much bias
         return Diagnosis("underfit", f"training accuracy {train:.2f} (held-out {held_out:.2f}) is below "
                                      f"the target itself: the model cannot fit the data", facts)

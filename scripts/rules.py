@@ -12,8 +12,9 @@ priority order (the prior of the chooser); `python scripts/tweak.py --list` show
            optimizer, learning rate, sigmoid/tanh hidden layers → relu
   sklearn  a stronger estimator of the same kind (DecisionTreeClassifier →
            RandomForestClassifier, its import added before the first use),
-           n_estimators, max_depth, a boosting learning_rate, C, alpha, gamma → scale, gamma ÷10, max_iter,
-           n_neighbors, weights, hidden_layer_sizes, criterion
+           n_estimators, max_depth, looser tree limits (min_samples_leaf, min_samples_split,
+           max_leaf_nodes, ccp_alpha, ...), a boosting learning_rate, C, alpha, gamma → scale,
+           gamma ÷10, max_iter, n_neighbors, weights, hidden_layer_sizes, criterion
 
 A rule gets a sourceedit.Script, collects edits and returns its label ("epochs 1→3"),
 or None when it does not apply. The label's first word is the rule's own (rule_of in
@@ -69,6 +70,7 @@ FORESTS = {"RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassif
 TREES = {"DecisionTreeClassifier", "DecisionTreeRegressor", "ExtraTreeClassifier",
          "ExtraTreeRegressor"}
 BOOSTING = {"GradientBoostingClassifier", "GradientBoostingRegressor"}
+HIST_BOOSTING = {"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"}
 SVMS = {"SVC", "SVR", "NuSVC", "NuSVR", "OneClassSVM"}
 # estimators with an alpha penalty -> its default
 ALPHA = {"MLPClassifier": 1e-4, "MLPRegressor": 1e-4, "SGDClassifier": 1e-4, "SGDRegressor": 1e-4,
@@ -691,14 +693,19 @@ def stronger_estimator(s: Script) -> str | None:
 def more_estimators(s: Script) -> str | None:
     """Twice the trees of a forest or boosting model (default 100, AdaBoost 50, Bagging 10).
 
-    Bold: x4."""
+    Bold: x4. A count below the library's default goes at least to the default (3 → 50
+    for AdaBoost): a handful of trees is a toy setting, not a considered one."""
     classes = FORESTS | BOOSTING | {"AdaBoostClassifier", "AdaBoostRegressor", "BaggingClassifier",
                                     "BaggingRegressor"}
     defaults = {c: 100 for c in FORESTS | BOOSTING} | {"AdaBoostClassifier": 50, "AdaBoostRegressor": 50,
                                                         "BaggingClassifier": 10, "BaggingRegressor": 10}
     factor = 4 if s.context.bold else 2
-    return _tune(s, classes, "n_estimators", lambda n: n * factor if isinstance(n, int) and n < 2000 else None,
-                 absent_default=defaults)
+    label = None
+    for cls, default in defaults.items():
+        label = _tune(s, {cls}, "n_estimators",
+                      lambda n: max(n * factor, default) if isinstance(n, int) and 0 < n < 2000 else None,
+                      absent_default=defaults) or label
+    return label
 
 
 @rule("max_depth", "max_depth x2", "sklearn")
@@ -708,6 +715,53 @@ def deeper_trees(s: Script) -> str | None:
     return _tune(s, TREES | FORESTS | BOOSTING, "max_depth",
                  lambda d: d * factor if isinstance(d, int) and 0 < d < 64 else None,
                  absent_default={c: 3 for c in BOOSTING})
+
+
+# the limits that stop a tree growing -> (the library's default, HistGradientBoosting's where it differs)
+TREE_LIMITS = {"min_samples_leaf": (1, 20), "min_samples_split": (2, None), "max_leaf_nodes": (None, 31),
+               "min_impurity_decrease": (0.0, None), "ccp_alpha": (0.0, None), "min_weight_fraction_leaf": (0.0, None)}
+
+
+def _looser(param: str, value, default, bold: bool):
+    """One step of a tree limit toward its default (bold: the default itself); None: no step."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if param == "max_leaf_nodes":   # a cap on the leaves: x4 (bold x16)
+        return value * (16 if bold else 4) if isinstance(value, int) and 1 < value < 100_000 else None
+    if param in ("min_samples_leaf", "min_samples_split"):
+        if isinstance(value, float) and 0 < value < 1:   # a fraction of the samples
+            return default if bold else readable(value / 4)
+        if isinstance(value, int) and value > default:
+            return default if bold else max(default, value // 4)
+        return None
+    if value > 0:                    # a penalty on splits: ÷10 (bold: none)
+        return default if bold else readable(value / 10)
+    return None
+
+
+@rule("tree_limits", "looser tree limits ÷4", "sklearn")
+def looser_tree_limits(s: Script) -> str | None:
+    """Let trees grow: a hand-set min_samples_leaf or min_samples_split ÷4 (toward 1 and
+    2; HistGradientBoosting's leaf default 20), max_leaf_nodes x4, ccp_alpha,
+    min_impurity_decrease ÷10, for trees, forests and boosting models.
+
+    Bold: each limit back to the library's default (max_leaf_nodes x16). A limit not
+    given is left alone: the default is already the loosest."""
+    changed = []
+    for call in s.layers(TREES | FORESTS | BOOSTING | HIST_BOOSTING):
+        hist = class_name(call) in HIST_BOOSTING
+        for param, (default, hist_default) in TREE_LIMITS.items():
+            if hist and param not in ("min_samples_leaf", "max_leaf_nodes"):
+                continue
+            literal = s.number(getattr(s.arg(call, None, param), "value", None))
+            if literal is None or id(literal) in s.changed:
+                continue
+            new = _looser(param, s.value(literal), hist_default if hist else default, s.context.bold)
+            if new is None or new == s.value(literal):
+                continue
+            old, new = s.set_number(literal, new)
+            changed.append(f"{param} {old}→{new}")
+    return "looser " + ", ".join(changed) if changed else None
 
 
 @rule("boost_rate", "learning_rate x10", "sklearn")
@@ -764,13 +818,19 @@ def smaller_gamma(s: Script) -> str | None:
 def more_iterations(s: Script) -> str | None:
     """More solver iterations: max_iter x5 (LogisticRegression's default 100, MLP's 200).
 
-    Bold: x20."""
+    Bold: x20. A hand-set count below the library's default goes at least to the default
+    (LinearSVC and SGD 1000, HistGradientBoosting 100)."""
     defaults = {"LogisticRegression": 100, "MLPClassifier": 200, "MLPRegressor": 200}
-    classes = set(defaults) | {"SGDClassifier", "SGDRegressor", "LinearSVC", "Perceptron",
-                               "HistGradientBoostingClassifier", "HistGradientBoostingRegressor"}
+    # a hand-set count below the library's default goes at least to it (LinearSVC(max_iter=5) → 1000)
+    floors = defaults | {"SGDClassifier": 1000, "SGDRegressor": 1000, "LinearSVC": 1000, "Perceptron": 1000,
+                         "HistGradientBoostingClassifier": 100, "HistGradientBoostingRegressor": 100}
     factor = 20 if s.context.bold else 5
-    return _tune(s, classes, "max_iter", lambda n: n * factor if isinstance(n, int) and 0 < n < 10000 else None,
-                 absent_default=defaults)
+    label = None
+    for cls, floor in floors.items():
+        label = _tune(s, {cls}, "max_iter",
+                      lambda n: max(n * factor, floor) if isinstance(n, int) and 0 < n < 10000 else None,
+                      absent_default=defaults) or label
+    return label
 
 
 @rule("n_neighbors", "n_neighbors", "sklearn")

@@ -16,8 +16,9 @@ edits. Deterministic for a given history (a rerun proposes the same thing).
    each only applies where the flaw is), then capacity, then the rest of the rules, so
    the space is never cut short by the plan.
    Where two or more plain flaws apply (FLAWS: a Dropout(0.9) and plain SGD on an
-   underfit model; C=0.002 and gamma=0.5 on an SVC predicting one class), the first
-   candidate fixes them all in one attempt.
+   underfit model; C=0.002 and gamma=0.5 on an SVC predicting one class; max_iter=2
+   and C=1e-4 on a logistic regression that neither converged nor fits its training
+   data), the first candidate fixes them all in one attempt.
 3. **Plateaus are not dead ends**: a move tried on this parent is not tried there
    again, but a result within NOISE of its parent promotes the same rule's bold step;
    once STALL moves from one parent gave nothing, or the single moves are used up,
@@ -56,10 +57,11 @@ _CAPACITY_BOLD = ["filters:bold", "units:bold", "dense_units:bold", "conv_block"
                   "dense_layer", "bidirectional", "hidden_layer_sizes", "kernel"]
 _CAPACITY = ["filters", "units", "dense_units", "conv_block", "stack_rnn", "bidirectional",
              "dense_layer", "kernel"]
-# scikit-learn capacity: less bias first (a boosting rate x10, deeper trees, weaker regularisers, a hand-set gamma
-# back to "scale", fewer neighbours), more trees last (they lower the variance, not the bias)
-_SK_CAPACITY = ["boost_rate", "max_depth:bold", "C:bold", "alpha:bold", "gamma", "n_neighbors",
-                "stronger_estimator", "max_iter", "n_estimators"]
+# scikit-learn capacity: less bias first (a boosting rate x10, tree limits back to their defaults, deeper
+# trees, weaker regularisers, a hand-set gamma back to "scale", fewer neighbours), more trees last (they lower
+# the variance, not the bias)
+_SK_CAPACITY = ["boost_rate", "tree_limits:bold", "max_depth:bold", "C:bold", "alpha:bold", "gamma",
+                "n_neighbors", "stronger_estimator", "max_iter", "n_estimators"]
 PLANS: dict[str, list[str]] = {
     "diverged": ["learning_rate:x0.1", "optimizer", "batchnorm", "learning_rate:x0.01"],
     "stuck": ["optimizer", "learning_rate", "activation", "learning_rate:x10", "less_dropout:bold", "batchnorm",
@@ -73,7 +75,7 @@ PLANS: dict[str, list[str]] = {
     "one-class": ["C:bold", "gamma_step:bold", "gamma", "alpha:bold", "max_iter:bold", "C",
                   "stronger_estimator"],
     "not-converged": ["max_iter:bold", "C", "alpha", "stronger_estimator"],
-    "below-target": ["stronger_estimator", "n_estimators", "max_depth", "C", "gamma", "gamma_step",
+    "below-target": ["stronger_estimator", "n_estimators", "max_depth", "tree_limits", "C", "gamma", "gamma_step",
                      "hidden_layer_sizes", "criterion", "n_neighbors", "knn_weights", "alpha",
                      "max_iter"],
 }
@@ -84,9 +86,12 @@ FLAWS: dict[str, list[str]] = {
     "stuck": _FLAWS, "underfit": _FLAWS, "plateau": _FLAWS, "rising": [],
     "one-class": ["C:bold", "gamma_step:bold", "alpha:bold"],
 }
+# a solver that stopped early on a model that cannot fit its own training data either: the
+# iterations and the regulariser are both off, fixed in one attempt
+FLAWS_NOT_CONVERGED_UNDERFIT = ["max_iter:bold", "C:bold", "alpha:bold"]
 # rules whose step has a bold size (Context.bold): filters x4 instead of x2, C x100 instead of x10
 STEPPED = {"epochs", "filters", "dense_units", "units", "less_dropout", "C", "n_estimators", "max_iter",
-           "alpha", "gamma_step", "l2", "max_depth"}
+           "alpha", "gamma_step", "l2", "max_depth", "tree_limits"}
 # variant -> the Context fields it sets
 VARIANTS = {"": {}, "bold": {"bold": True}, "x0.1": {"lr_scale": 0.1}, "x0.01": {"lr_scale": 0.01},
             "x10": {"lr_scale": 10.0}}
@@ -251,7 +256,7 @@ def propose(source: str, model_type: str, history: list[dict], parent: int | Non
         return len(out) >= k
 
     pairs = _pairs(singles)
-    fixes = [m for m in flaws(found.kind, source, counter, epochs) if m not in undoes]
+    fixes = [m for m in flaws(flaw_moves(found), source, counter, epochs) if m not in undoes]
     order = ([fixes] if len(fixes) >= 2 else []) + \
             ([[m] for m in singles] if not stalled else []) + [list(p) for p in pairs] + \
             ([[m] for m in singles] if stalled else [])
@@ -294,12 +299,19 @@ def undoing_moves(history: list[dict], parent: int | None) -> set[str]:
     return {"learning_rate"} if "learning_rate" in moved else set()
 
 
-def flaws(kind: str, source: str, counter: int, epochs: int | None) -> list[str]:
-    """The flaw fixes of FLAWS[kind] that apply to `source`, in order, each applied on
-    top of the ones before (SGD → Adam leaves no learning rate to fix): two or more are
-    made in one attempt, as a person would fix every setting that is plainly off."""
+def flaw_moves(found: diagnose.Diagnosis) -> list[str]:
+    """The flaw fixes a diagnosis points at (FLAWS), most likely first."""
+    if found.kind == "not-converged" and found.facts.get("underfit"):
+        return FLAWS_NOT_CONVERGED_UNDERFIT
+    return FLAWS.get(found.kind, [])
+
+
+def flaws(candidates: list[str], source: str, counter: int, epochs: int | None) -> list[str]:
+    """The flaw fixes of `candidates` (flaw_moves) that apply to `source`, in order, each
+    applied on top of the ones before (SGD → Adam leaves no learning rate to fix): two or
+    more are made in one attempt, as a person would fix every setting that is plainly off."""
     moves: list[str] = []
-    for move in FLAWS.get(kind, []):
+    for move in candidates:
         if _apply(moves + [move], source, counter, epochs) is not None:
             moves.append(move)
     return moves

@@ -15,7 +15,9 @@ imports (a new layer class is added to the `from ... import` line) and old alias
 (`Convolution2D`). A value is followed to where it is set: a module constant, a
 function parameter (its call-site argument or its default: `train(model, EPOCHS)`,
 `def build_model(filters=8)`) or the list a `for` loop walks, an argparse option's
-default (`args.epochs`); the edit is made there. Where the script names its layers,
+default (`args.epochs`), a key of a dict literal (`CONFIG["units"]`, or keyword
+arguments passed as `**params` from `params = {...}` / `dict(...)`); the edit is made
+there. A dict assigned to by key anywhere (`CONFIG["units"] = 8`) is not followed. Where the script names its layers,
 new layers are named `tweak_<kind>_<n>` with n the tweak counter (Context.counter),
 so names stay unique.
 
@@ -265,6 +267,8 @@ def _names_in(node) -> list[str]:
         return [n for el in node.elements for n in _names_in(el.value)]
     if isinstance(node, cst.StarredElement):
         return _names_in(node.value)
+    if isinstance(node, cst.Subscript):     # CONFIG["units"] = 8: CONFIG is not a constant
+        return _names_in(node.value)
     return []
 
 
@@ -319,12 +323,17 @@ class Script:
         return [c for c in self.calls
                 if isinstance(c.func, cst.Attribute) and c.func.attr.value in methods]
 
-    @staticmethod
-    def arg(call: cst.Call, pos: int | None, keyword: str) -> cst.Arg | None:
-        """The argument given by keyword, else the positional one at `pos`."""
+    def arg(self, call: cst.Call, pos: int | None, keyword: str) -> cst.Arg | cst.DictElement | None:
+        """The argument given by keyword (also a key of a `**params` dict), else the
+        positional one at `pos`. Either way its `.value` is the value expression."""
         for a in call.args:
             if a.keyword is not None and a.keyword.value == keyword:
                 return a
+        for a in call.args:
+            if a.star == "**":
+                found = self.dict_entry(self.resolve(a.value), keyword)
+                if found is not None:
+                    return found
         n = 0
         for a in call.args:
             if a.star or a.keyword is not None:
@@ -332,6 +341,20 @@ class Script:
             if n == pos:
                 return a
             n += 1
+        return None
+
+    @staticmethod
+    def dict_entry(holder, key: str) -> cst.DictElement | cst.Arg | None:
+        """The entry `key` of a dict literal (`{"units": 4}`) or a `dict(units=4)` call."""
+        if isinstance(holder, cst.Dict):
+            for el in holder.elements:
+                if isinstance(el, cst.DictElement) and isinstance(el.key, cst.SimpleString) \
+                        and el.key.evaluated_value == key:
+                    return el
+        elif isinstance(holder, cst.Call) and isinstance(holder.func, cst.Name) and holder.func.value == "dict":
+            for a in holder.args:
+                if a.keyword is not None and a.keyword.value == key:
+                    return a
         return None
 
     def scope_of(self, node: cst.CSTNode) -> cst.CSTNode:
@@ -392,6 +415,11 @@ class Script:
         if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name):
             default = self.option_default(expr)
             return self.leaves(default, depth + 1) if default is not None else [expr]
+        if isinstance(expr, cst.Subscript) and len(expr.slice) == 1 \
+                and isinstance(expr.slice[0].slice, cst.Index) \
+                and isinstance(expr.slice[0].slice.value, cst.SimpleString):
+            entry = self.dict_entry(self.resolve(expr.value), expr.slice[0].slice.value.evaluated_value)
+            return self.leaves(entry.value, depth + 1) if entry is not None else [expr]
         if not isinstance(expr, cst.Name):
             return [expr]
         values = self.lookup(expr)
@@ -581,9 +609,12 @@ class Script:
         """`call` with keyword `name` set (replaced where given, else appended)."""
         existing = self.arg(call, None, name)
         new_value = cst.parse_expression(value_code)
-        if existing is not None:
+        if existing is not None and any(a is existing for a in call.args):
             args = [a.with_changes(value=new_value) if a is existing else a for a in call.args]
             return call.with_changes(args=args)
+        if existing is not None:    # a key of its **params dict: changed there
+            self.replace(existing.value, new_value)
+            return call
         return call.with_changes(args=insert_item(call.args, len(call.args), self.kwarg(name, value_code),
                                                   call.whitespace_before_args))
 

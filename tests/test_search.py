@@ -198,6 +198,40 @@ def test_sklearn_underfit_lowers_the_bias_boldly_before_adding_trees():
     assert c.diagnosis == "overfit" and c.move == "n_estimators"
 
 
+def test_sklearn_underfit_held_back_by_its_leaf_limits_lets_the_trees_grow_first():
+    """A forest whose leaves must hold 120 samples cannot fit its training data however
+    many trees it has: the limit goes back to the default in one step."""
+    leafy = FOREST.replace("n_estimators=2, max_depth=2", "n_estimators=50, min_samples_leaf=120")
+    metrics = {"framework": "sklearn", "scores": [0.84], "train_score": 0.85, "predicted_classes": 10,
+               "classes": 10}
+    c = first(leafy, "sklearn", [base(leafy, 0.84)], metrics, target=0.95)
+    assert c.diagnosis == "underfit" and c.move == "tree_limits:bold" and "min_samples_leaf=1," in c.source
+    # fitting its training data well enough: below target, not underfit; the plain step comes after the trees
+    c = first(leafy, "sklearn", [base(leafy, 0.90)], {**metrics, "scores": [0.90], "train_score": 0.97},
+              target=0.95)
+    assert c.diagnosis == "below-target" and c.move != "tree_limits:bold"
+
+
+def test_sklearn_not_converged_and_underfit_fixes_iterations_and_regulariser_in_one_attempt():
+    logreg = textwrap.dedent("""\
+        from sklearn.linear_model import LogisticRegression
+        clf = LogisticRegression(max_iter=2, C=1e-4)
+        clf.fit(X, y)
+        print(clf.score(Xt, yt))
+    """)
+    metrics = {"framework": "sklearn", "scores": [0.80], "train_score": 0.81, "predicted_classes": 10,
+               "classes": 10, "not_converged": True}
+    c = first(logreg, "sklearn", [base(logreg, 0.80)], metrics, target=0.94)
+    assert c.diagnosis == "not-converged" and "below the target" in c.why
+    assert c.move == "max_iter:bold+C:bold" and "max_iter=100" in c.source and "C=0.01" in c.source
+    # converged at the training data it fits well: the iterations alone, as before
+    c = first(logreg, "sklearn", [base(logreg, 0.80)], {**metrics, "train_score": 0.99}, target=0.94)
+    assert c.diagnosis == "overfit" or c.move == "max_iter:bold"
+    c = first(logreg, "sklearn", [base(logreg, 0.90)], {**metrics, "scores": [0.90], "train_score": 0.96},
+              target=0.94)
+    assert c.diagnosis == "not-converged" and c.move == "max_iter:bold"
+
+
 def test_two_plain_flaws_are_fixed_in_one_attempt():
     metrics = {"framework": "sklearn", "scores": [0.1], "predicted_classes": 1, "classes": 10}
     c = first(SVC, "sklearn", [base(SVC, 0.1)], metrics, target=0.95)

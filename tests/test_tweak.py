@@ -149,17 +149,24 @@ EXPECTED = {
     ('rnn_lstm', 'bidirectional'): (['    keras.layers.LSTM(UNITS, input_shape=(28, 28)),'],
         ['    keras.layers.Bidirectional(keras.layers.LSTM(UNITS), input_shape=(28, 28)),']),
     ('sklearn_forest', 'n_estimators'): (['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)'],
-        ['forest = RandomForestClassifier(n_estimators=40, max_depth=6, random_state=0)']),
+        ['forest = RandomForestClassifier(n_estimators=100, max_depth=6, random_state=0)']),
     ('sklearn_forest', 'max_depth'): (['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)'],
         ['forest = RandomForestClassifier(n_estimators=20, max_depth=12, random_state=0)']),
     ('sklearn_forest', 'criterion'): (['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)'],
         ['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0, criterion="entropy")']),
     ('sklearn_boosting', 'n_estimators'): (['booster = GradientBoostingClassifier(n_estimators=30, learning_rate=0.01, max_depth=2, random_state=0)'],
-        ['booster = GradientBoostingClassifier(n_estimators=60, learning_rate=0.01, max_depth=2, random_state=0)']),
+        ['booster = GradientBoostingClassifier(n_estimators=100, learning_rate=0.01, max_depth=2, random_state=0)']),
     ('sklearn_boosting', 'max_depth'): (['booster = GradientBoostingClassifier(n_estimators=30, learning_rate=0.01, max_depth=2, random_state=0)'],
         ['booster = GradientBoostingClassifier(n_estimators=30, learning_rate=0.01, max_depth=4, random_state=0)']),
     ('sklearn_boosting', 'boost_rate'): (['booster = GradientBoostingClassifier(n_estimators=30, learning_rate=0.01, max_depth=2, random_state=0)'],
         ['booster = GradientBoostingClassifier(n_estimators=30, learning_rate=0.1, max_depth=2, random_state=0)']),
+    # settings passed as **PARAMS are changed in the dict; a count below the default goes to it
+    ('sklearn_leaves', 'n_estimators'): (['PARAMS = {"n_estimators": 3, "min_samples_leaf": 40, "ccp_alpha": 0.01, "random_state": 0}  # smooth leaves'],
+        ['PARAMS = {"n_estimators": 100, "min_samples_leaf": 40, "ccp_alpha": 0.01, "random_state": 0}  # smooth leaves']),
+    ('sklearn_leaves', 'tree_limits'): (['PARAMS = {"n_estimators": 3, "min_samples_leaf": 40, "ccp_alpha": 0.01, "random_state": 0}  # smooth leaves'],
+        ['PARAMS = {"n_estimators": 3, "min_samples_leaf": 10, "ccp_alpha": 0.001, "random_state": 0}  # smooth leaves']),
+    ('sklearn_leaves', 'criterion'): (['forest = RandomForestClassifier(**PARAMS)'],
+        ['forest = RandomForestClassifier(**PARAMS, criterion="entropy")']),
     ('sklearn_knn', 'n_neighbors'): (['knn = KNeighborsClassifier(n_neighbors=9)'],
         ['knn = KNeighborsClassifier(n_neighbors=3)']),
     ('sklearn_knn', 'knn_weights'): (['knn = KNeighborsClassifier(n_neighbors=9)'],
@@ -226,7 +233,12 @@ def facts(source: str) -> tuple[collections.Counter, dict[str, list]]:
         for i, arg in enumerate(node.args):
             values[f"{cls}[{i}]"].append(value(arg))
         for kw in node.keywords:
-            values[f"{cls}.{kw.arg}"].append(value(kw.value))
+            if kw.arg is None:   # **PARAMS: the dict literal's keys
+                given = value(kw.value)
+                for k, v in (given.items() if isinstance(given, dict) else ()):
+                    values[f"{cls}.{k}"].append(v)
+            else:
+                values[f"{cls}.{kw.arg}"].append(value(kw.value))
     return counts, values
 
 
@@ -287,13 +299,15 @@ INTENT = {
     "l2": lambda o, n: n[1]["l2[0]"] == [pytest.approx(x / 10) for x in o[1]["l2[0]"]],
     "stronger_estimator": lambda o, n: n[0]["DecisionTreeClassifier"] == o[0]["DecisionTreeClassifier"] - 1
     and n[0]["RandomForestClassifier"] == o[0]["RandomForestClassifier"] + 1,
-    "n_estimators": _sk("n_estimators", lambda a, b: b == 2 * a),
+    "n_estimators": _sk("n_estimators", lambda a, b: b == 2 * a or a < b in (10, 50, 100)),  # or the default
     "max_depth": _sk("max_depth", lambda a, b: b == 2 * a),
     "C": _sk("C", lambda a, b: b == 10 * a),
     "gamma": _sk("gamma", lambda a, b: b == "scale"),
     "gamma_step": _sk("gamma", lambda a, b: b == pytest.approx(a / 10)),
     "alpha": _sk("alpha", lambda a, b: b == pytest.approx(a / 10)),
-    "max_iter": _sk("max_iter", lambda a, b: b == 5 * a),
+    "max_iter": _sk("max_iter", lambda a, b: b == max(5 * a, 100)),
+    "tree_limits": lambda o, n: _sk("min_samples_leaf", lambda a, b: b == a // 4)(o, n)
+    and _sk("ccp_alpha", lambda a, b: b == pytest.approx(a / 10))(o, n),
     "n_neighbors": _sk("n_neighbors", lambda a, b: b == 3),
     "knn_weights": _sk("weights", lambda a, b: b == "distance"),
     "hidden_layer_sizes": _sk("hidden_layer_sizes", lambda a, b: numbers([b]) == [2 * x for x in numbers([a])]),

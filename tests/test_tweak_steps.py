@@ -64,7 +64,7 @@ RNN = src('''\
     from keras import layers
     model = keras.Sequential([keras.Input(shape=(28, 28)), layers.LSTM(24)])
 ''')
-FOREST = "from sklearn.ensemble import RandomForestClassifier\nclf = RandomForestClassifier(n_estimators=25)\n"
+FOREST = "from sklearn.ensemble import RandomForestClassifier\nclf = RandomForestClassifier(n_estimators=200)\n"
 LOGREG = "from sklearn.linear_model import LogisticRegression\nclf = LogisticRegression(max_iter=50)\n"
 SVC = (ROOT / "bench" / "models" / "sk_svc.py").read_text()   # the pipeline form: Pipeline([... SVC(...)])
 SVC_LINE = '''model = Pipeline([("scale", StandardScaler()), ("svc", SVC(C={}, gamma={}))])'''
@@ -80,8 +80,8 @@ BOLD_CASES = [
      ("dense units 32→128", '    layers.Dense(128, activation="relu"),')),
     ("units", RNN, ("units x2", "model = keras.Sequential([keras.Input(shape=(28, 28)), layers.LSTM(48)])"),
      ("units 24→96", "model = keras.Sequential([keras.Input(shape=(28, 28)), layers.LSTM(96)])")),
-    ("n_estimators", FOREST, ("n_estimators 25→50", "clf = RandomForestClassifier(n_estimators=50)"),
-     ("n_estimators 25→100", "clf = RandomForestClassifier(n_estimators=100)")),
+    ("n_estimators", FOREST, ("n_estimators 200→400", "clf = RandomForestClassifier(n_estimators=400)"),
+     ("n_estimators 200→800", "clf = RandomForestClassifier(n_estimators=800)")),
     ("max_iter", LOGREG, ("max_iter 50→250", "clf = LogisticRegression(max_iter=250)"),
      ("max_iter 50→1000", "clf = LogisticRegression(max_iter=1000)")),
     ("C", SVC, ("C 0.002→0.02", SVC_LINE.format(0.02, 0.5)), ("C 0.002→0.2", SVC_LINE.format(0.2, 0.5))),
@@ -92,6 +92,73 @@ BOLD_CASES = [
 def test_a_bold_step_is_bigger_and_the_default_is_the_plain_one(rule_id, source, plain, bold):
     for context, (label, line) in ((None, plain), (BOLD, bold)):
         assert tweaked(rule_id, source, context) == (label, [line])
+
+
+LIMITS_CASES = [
+    # (estimator call, plain step, bold step): each limit toward the library's default
+    ("RandomForestClassifier(min_samples_leaf=120)", "RandomForestClassifier(min_samples_leaf=30)",
+     "RandomForestClassifier(min_samples_leaf=1)"),
+    ("DecisionTreeClassifier(min_samples_split=500, ccp_alpha=0.02)",
+     "DecisionTreeClassifier(min_samples_split=125, ccp_alpha=0.002)",
+     "DecisionTreeClassifier(min_samples_split=2, ccp_alpha=0.0)"),
+    ("ExtraTreesClassifier(max_leaf_nodes=8, min_samples_leaf=0.2)",
+     "ExtraTreesClassifier(max_leaf_nodes=32, min_samples_leaf=0.05)",
+     "ExtraTreesClassifier(max_leaf_nodes=128, min_samples_leaf=1)"),
+    # HistGradientBoosting's own default leaf is 20
+    ("HistGradientBoostingClassifier(min_samples_leaf=200)", "HistGradientBoostingClassifier(min_samples_leaf=50)",
+     "HistGradientBoostingClassifier(min_samples_leaf=20)"),
+]
+
+
+@pytest.mark.parametrize("call,plain,bold", LIMITS_CASES, ids=[c[0].split("(")[0] for c in LIMITS_CASES])
+def test_tree_limits_step_toward_the_library_default(call, plain, bold):
+    source = f"from sklearn import ensemble, tree\nclf = {call}\n"
+    for context, line in ((None, plain), (BOLD, bold)):
+        label, added = tweaked("tree_limits", source, context)
+        assert added == [f"clf = {line}"] and label.startswith("looser ")
+
+
+@pytest.mark.parametrize("call", [
+    "RandomForestClassifier(n_estimators=50)",                  # no limit given: the default is the loosest
+    "DecisionTreeClassifier(min_samples_leaf=1, min_samples_split=2, ccp_alpha=0.0)",   # the defaults
+    "HistGradientBoostingClassifier(min_samples_leaf=20)",
+    "SVC(C=1.0)",
+])
+def test_tree_limits_leave_loose_trees_and_other_estimators_alone(call):
+    assert rules.attempt("tree_limits", f"clf = {call}\n") is None
+
+
+@pytest.mark.parametrize("rule_id,call,line", [
+    ("n_estimators", "AdaBoostClassifier(n_estimators=3)", "AdaBoostClassifier(n_estimators=50)"),
+    ("n_estimators", "RandomForestClassifier(n_estimators=150)", "RandomForestClassifier(n_estimators=300)"),
+    ("max_iter", "LinearSVC(C=1e-05, max_iter=5)", "LinearSVC(C=1e-05, max_iter=1000)"),
+    ("max_iter", "HistGradientBoostingClassifier(max_iter=3)", "HistGradientBoostingClassifier(max_iter=100)"),
+    ("max_iter", "LogisticRegression(max_iter=300)", "LogisticRegression(max_iter=1500)"),
+])
+def test_a_toy_count_goes_at_least_to_the_library_default(rule_id, call, line):
+    assert tweaked(rule_id, f"clf = {call}\n")[1] == [f"clf = {line}"]
+
+
+def test_settings_in_a_dict_are_changed_where_the_dict_sets_them():
+    source = src('''\
+        from sklearn.ensemble import RandomForestClassifier
+        params = dict(n_estimators=200, min_samples_leaf=40)
+        clf = RandomForestClassifier(**params, random_state=0)
+    ''')
+    assert tweaked("n_estimators", source)[1] == ["params = dict(n_estimators=400, min_samples_leaf=40)"]
+    assert tweaked("tree_limits", source)[1] == ["params = dict(n_estimators=200, min_samples_leaf=10)"]
+    keras_config = src('''\
+        import keras
+        CONFIG = {"units": 4, "epochs": 2}
+        model = keras.Sequential([keras.Input(shape=(8, 8)), keras.layers.LSTM(CONFIG["units"]),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=CONFIG["epochs"])
+    ''')
+    assert tweaked("units", keras_config)[1] == ['CONFIG = {"units": 8, "epochs": 2}']
+    assert tweaked("epochs", keras_config)[1] == ['CONFIG = {"units": 4, "epochs": 4}']
+    # a dict written to by key later holds another value by then: not followed
+    assert rules.attempt("units", keras_config.replace("model = ", 'CONFIG["units"] = 6\nmodel = ', 1)) is None
 
 
 def test_a_bold_step_stops_at_the_cap_but_is_never_smaller_than_the_plain_one():
