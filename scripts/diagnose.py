@@ -12,7 +12,9 @@ Keras, in this order (the first that holds):
   stuck      accuracy at chance (near 1/classes, near_chance) or the
              loss did not move                                         → optimizer and learning rate, then capacity
                                                                          (after 1-2 epochs: 4x the epochs before capacity)
-  overfit    training accuracy far above validation (> GAP_OVERFIT)    → dropout, batch normalisation, regularisation
+  overfit    training accuracy far above validation (> GAP_OVERFIT), or
+             the training data learnt by heart (>= MEMORISED) with
+             held-out below the target: capacity cannot help           → dropout, batch normalisation, regularisation
   rising     validation accuracy still climbing at the last epoch and a
              forecast (accuracy ~ a + b·ln(epoch)) reaches the target
              within FORECAST_REACH x the epochs trained               → train longer, to the forecast
@@ -42,6 +44,8 @@ from pathlib import Path
 NOISE = 0.01            # accuracy differences below this are noise (seeded runs on small data)
 GAP_OVERFIT = 0.10      # training minus validation accuracy that counts as overfitting
 GAP_CLOSE = 0.05        # ... that counts as "close": the model cannot even fit the training data
+MEMORISED = 0.99        # training accuracy from which the training data is learnt by heart: more capacity
+                        # cannot raise it, so a held-out accuracy below the target is overfitting
 RISING = 0.01           # validation accuracy gained per epoch at the end that counts as rising
 FORECAST_REACH = 8      # "train longer" only if the forecast needs at most this many times the epochs
 FLAT_LOSS = 0.03        # relative loss drop over a fit below this: the loss did not move
@@ -142,6 +146,19 @@ def near_chance(chance: float) -> float:
     return min(1.5 * chance + 0.05, chance + NEAR_CHANCE * (1.0 - chance))
 
 
+def overfit(train: float, held_out: float, target: float) -> bool:
+    """Training accuracy far above held-out, or at MEMORISED with held-out below the target
+    by more than noise (1.00 against 0.93: no capacity move can raise the training side)."""
+    gap = train - held_out
+    return gap > GAP_OVERFIT or (train >= MEMORISED and held_out < target and gap > 2 * NOISE)
+
+
+def overfit_line(train: float, held_out: float) -> str:
+    if train >= MEMORISED and train - held_out <= GAP_OVERFIT:
+        return f"training accuracy {train:.2f}: its training data learnt by heart, held-out {held_out:.2f}"
+    return f"training accuracy {train:.2f} is far above held-out {held_out:.2f}"
+
+
 def diagnose(metrics: dict | None, target: float, accuracy: float | None = None) -> Diagnosis:
     """What the model of one attempt lacks (see the module docstring)."""
     if not metrics:
@@ -184,8 +201,8 @@ def _keras(metrics: dict, target: float, accuracy: float | None) -> Diagnosis:
     if flat and (best is None or best < max(0.3, target / 2)):
         return Diagnosis("stuck", f"the loss barely moved ({losses[0]:.3g} → {losses[-1]:.3g}) in {n} epochs", facts)
 
-    if train_last is not None and held_out is not None and train_last - held_out > GAP_OVERFIT:
-        return Diagnosis("overfit", f"training accuracy {train_last:.2f} is far above held-out {held_out:.2f}", facts)
+    if train_last is not None and held_out is not None and overfit(train_last, held_out, target):
+        return Diagnosis("overfit", overfit_line(train_last, held_out), facts)
 
     curve = [(int(e.get("epoch", i + 1)), a) for i, (e, a) in enumerate(zip(fit, val)) if a is not None]
     if not curve:
@@ -233,9 +250,8 @@ def _sklearn(metrics: dict, target: float, accuracy: float | None) -> Diagnosis:
         train = max(scores[:-1])
     held_out = final if isinstance(final, (int, float)) else None
     facts["train_accuracy"] = train
-    if isinstance(train, (int, float)) and held_out is not None and train - held_out > GAP_OVERFIT:
-        return Diagnosis("overfit", f"training accuracy {train:.2f} is far above held-out "
-                                    f"{held_out:.2f}", facts)
+    if isinstance(train, (int, float)) and held_out is not None and overfit(train, held_out, target):
+        return Diagnosis("overfit", overfit_line(train, held_out), facts)
     underfit = isinstance(train, (int, float)) and held_out is not None and train < min(0.999, target + NOISE)
     if metrics.get("not_converged"):
         if underfit:   # both off: the iterations and the regulariser (LogisticRegression(max_iter=2, C=1e-4))

@@ -3,7 +3,8 @@ priority order (the prior of the chooser); `python scripts/tweak.py --list` show
 
   cnn      epochs, filters x2, kernel 3→5 (tuples too), +conv block (Conv+Pool after
            the last one), +dense layer (before the output), dense units x2, +dropout,
-           +batchnorm, dropout rates ÷2, l2 ÷10, optimizer → adam, learning rate,
+           +augmentation (random shifts before the first 2-D convolution), +batchnorm,
+           dropout rates ÷2, l2 ÷10, optimizer → adam, learning rate,
            sigmoid/tanh hidden layers → relu
   rnn      epochs, units x2, +recurrent layer (the one below gets
            return_sequences=True), bidirectional, dropout rates ÷2, optimizer,
@@ -391,6 +392,51 @@ def add_dropout(s: Script) -> str | None:
     args = [str(DROPOUT_RATE)] + ([f"name={s.string(s.layer_name('dropout'))}"] if s.names_layers() else [])
     new = cst.Call(func=s.layer_ref(output.func, "Dropout"), args=cst.parse_expression(f"f({', '.join(args)})").args)
     return "+dropout" if s.insert(chain[out], new, after=False) else None
+
+
+CONV2D = {"Conv2D", "Convolution2D", "SeparableConv2D", "SeparableConvolution2D", "DepthwiseConv2D"}
+AUGMENTING = {"RandomTranslation", "RandomRotation", "RandomZoom", "RandomFlip", "RandomCrop", "RandomContrast",
+              "RandomBrightness", "RandAugment", "Pipeline"}
+
+
+@rule("augment", "+augmentation", "cnn")
+def add_augmentation(s: Script) -> str | None:
+    """Random shifts of the training images, RandomTranslation(0.1, 0.1), right before the
+    first 2-D convolution: more data in effect, for a model that learnt its training images
+    by heart (Keras applies it in fit only, never in evaluate or predict).
+
+    A first layer's `input_shape=` moves to the new layer; a functional model's Input is
+    shifted into a new name the convolution then reads. Not where the model augments
+    already."""
+    chain = s.model()
+    first = next((i for i, slot in enumerate(chain) if slot.cls in CONV2D), None)
+    if first is None or any(slot.cls in AUGMENTING for slot in chain):
+        return None
+    conv = chain[first]
+    args = ["0.1", "0.1"] + ([f"name={s.string(s.layer_name('augment'))}"] if s.names_layers() else [])
+    func = s.layer_ref(conv.inner.func, "RandomTranslation")
+    if conv.style == "functional" and (first == 0 or not chain[first - 1].target):
+        if not conv.input:      # the convolution reads the model's Input: shift it into a new name
+            return None
+        name = next(n for n in ("augmented", *(f"augmented_{i}" for i in range(2, 99)), None)
+                    if n is None or n not in s.bindings)
+        if name is None:
+            return None
+        s.replace(conv.statement.body[0].value.args[0].value, cst.Name(name))
+        done = s.insert(conv, cst.Call(func=func, args=cst.parse_expression(f"f({', '.join(args)})").args),
+                        after=False, target=name)
+    elif first > 0:
+        done = s.insert(chain[first - 1], cst.Call(func=func, args=cst.parse_expression(f"f({', '.join(args)})").args))
+    else:                       # the first layer: it may declare the model's input
+        if any(s.arg(conv.inner, None, k) is not None for k in ("batch_input_shape", "input_dim")):
+            return None
+        shape = s.arg(conv.inner, None, "input_shape")
+        if shape is not None:
+            args.append(f"input_shape={s.code(shape.value)}")
+            s.replace(conv.inner, s.without_kwargs(conv.inner, {"input_shape"}))
+        done = s.insert(conv, cst.Call(func=func, args=cst.parse_expression(f"f({', '.join(args)})").args),
+                        after=False)
+    return "+augmentation RandomTranslation(0.1, 0.1)" if done else None
 
 
 @rule("batchnorm", "+batchnorm", "cnn")

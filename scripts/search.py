@@ -68,8 +68,9 @@ PLANS: dict[str, list[str]] = {
               *_CAPACITY_BOLD, "epochs"],
     "rising": ["epochs", *_FLAWS, *_CAPACITY_BOLD],
     "underfit": [*_FLAWS, *_CAPACITY_BOLD, "epochs", "batchnorm", *_SK_CAPACITY],
-    "overfit": ["dropout", "batchnorm", "l2", "less_dropout", *_CAPACITY,
-                "stronger_estimator", "n_estimators", "gamma_step", "gamma"],
+    # more regularisation first (never a weaker penalty: less_dropout and l2 come in registry order, last)
+    "overfit": ["dropout", "augment", "batchnorm", "stronger_estimator", "n_estimators", "gamma_step", "gamma",
+                *_CAPACITY],
     "plateau": [*_FLAWS, *_CAPACITY, "batchnorm", "epochs", "learning_rate:x0.1"],
     "unknown": [],
     "one-class": ["C:bold", "gamma_step:bold", "gamma", "alpha:bold", "max_iter:bold", "C",

@@ -626,8 +626,10 @@ class Script:
             args[-1] = args[-1].with_changes(comma=call.args[-1].comma)
         return call.with_changes(args=args)
 
-    def insert(self, slot: Slot, layer: cst.BaseExpression, after: bool = True) -> bool:
-        """Insert a layer into the model right after (or before) `slot`, in the slot's style."""
+    def insert(self, slot: Slot, layer: cst.BaseExpression, after: bool = True, target: str | None = None) -> bool:
+        """Insert a layer into the model right after (or before) `slot`, in the slot's style.
+        Functional: `name = Layer(...)(name)`, or `target = Layer(...)(name)` where given
+        (the caller then feeds `target` on)."""
         pos = slot.index + 1 if after else slot.index
         if slot.style == "list":
             item = cst.Element(value=layer)
@@ -640,7 +642,7 @@ class Script:
             if not name:
                 return False
             item = _statement_ws(slot.statement.with_changes(body=[cst.Assign(
-                targets=[cst.AssignTarget(cst.Name(name))],
+                targets=[cst.AssignTarget(cst.Name(target or name))],
                 value=cst.Call(func=layer, args=[cst.Arg(cst.Name(name))]))]))
         self._insert(slot.container, pos, item)
         return True

@@ -61,6 +61,17 @@ def test_training_far_above_validation_is_overfit():
     assert d.kind == "overfit" and "0.99" in d.why
 
 
+def test_training_data_learnt_by_heart_below_the_target_is_overfit_even_with_a_small_gap():
+    """1.00 on its training data and 0.93 held out: capacity moves cannot raise the
+    training side any more; only regularisation (or data) can close the rest."""
+    rows = [(0.9, 0.80, 0.85), (0.2, 0.97, 0.91), (0.01, 1.0, 0.93), (0.001, 1.0, 0.93)]
+    d = diagnose.diagnose(keras_metrics(rows), 0.95)
+    assert d.kind == "overfit" and "by heart" in d.why and "0.93" in d.why
+    assert diagnose.diagnose(keras_metrics(rows), 0.93).kind != "overfit"       # at the target
+    below = [(a, min(t, 0.98), v) for a, t, v in rows]                             # not memorised: the gap is small
+    assert diagnose.diagnose(keras_metrics(below), 0.95).kind != "overfit"
+
+
 def test_a_curve_still_rising_that_the_forecast_reaches_is_rising_with_a_forecast():
     rows = [(2.0, 0.40, 0.45), (1.5, 0.55, 0.60), (1.2, 0.63, 0.68), (1.0, 0.69, 0.72)]
     d = diagnose.diagnose(keras_metrics(rows), 0.8)
@@ -117,6 +128,9 @@ def test_sklearn_not_converged():
     (0.49, 0.43, "underfit"),      # a shallow tree: a little better on its training data, far from the target
     (1.00, 0.86, "overfit"),       # an unpruned tree: its training data learnt by heart
     (0.95, 0.91, "below-target"),  # fits its training data as well as the target asks: neither
+    (1.00, 0.92, "overfit"),       # a forest at 1.00: a small gap, but no capacity can raise the training side
+    (1.00, 0.94, "below-target"),  # ... at the target: nothing to diagnose as missing there
+    (1.00, 0.99, "below-target"),  # within noise of its training accuracy
 ])
 def test_sklearn_training_accuracy_against_held_out(train, held_out, kind):
     data = {"framework": "sklearn", "scores": [held_out], "train_score": train, "predicted_classes": 10,

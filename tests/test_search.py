@@ -142,6 +142,20 @@ def test_overfit_adds_regularisation():
     assert c.diagnosis == "overfit" and c.move == "dropout" and "Dropout" in c.source
 
 
+def test_training_images_learnt_by_heart_get_regularisation_never_a_weaker_penalty_or_capacity_first():
+    """1.00 on its training images, 0.93 held out, target 0.95: a small gap, but no capacity
+    move can raise the training side; after dropout, augmentation and batchnorm come next."""
+    memorised = curve([(0.9, 0.80, 0.85), (0.2, 0.97, 0.91), (0.01, 1.0, 0.93), (0.001, 1.0, 0.93)])
+    c = first(CNN_ADAM, "cnn", [base(CNN_ADAM, 0.93)], memorised, target=0.95)
+    assert c.diagnosis == "overfit" and c.move == "dropout"
+    history = [base(CNN_ADAM, 0.93), child(2, "dropout", 0.93)]
+    moves = [x.move for x in search.propose(CNN_ADAM, "cnn", history, 1, memorised, 0.95, counter=2, k=3)]
+    assert moves[:2] == ["augment", "batchnorm"], moves
+    c = first(CNN_ADAM, "cnn", [base(CNN_ADAM, 0.93), child(2, "dropout", 0.92), child(3, "augment", 0.92)],
+              memorised, target=0.95)
+    assert c.move == "batchnorm"
+
+
 def test_rising_trains_longer_to_the_forecast_not_by_half():
     metrics = curve([(2.0, 0.40, 0.45), (1.5, 0.55, 0.60), (1.2, 0.63, 0.68), (1.0, 0.69, 0.72)])
     source = CNN_ADAM.replace("epochs=6", "epochs=4")

@@ -148,6 +148,16 @@ EXPECTED = {
         ['    keras.layers.LSTM(UNITS, input_shape=(28, 28), return_sequences=True),', '    keras.layers.LSTM(UNITS),']),
     ('rnn_lstm', 'bidirectional'): (['    keras.layers.LSTM(UNITS, input_shape=(28, 28)),'],
         ['    keras.layers.Bidirectional(keras.layers.LSTM(UNITS), input_shape=(28, 28)),']),
+    # augmentation right before the first convolution: the first layer's input_shape moves to it,
+    # a functional Input is shifted into a new name the convolution reads
+    ('cnn_sequential', 'augment'): ([],
+        ['        layers.RandomTranslation(0.1, 0.1),']),
+    ('cnn_functional', 'augment'): (['    x = layers.Conv2D(FILTERS, KERNEL, activation="relu")(inputs)'],
+        ['    augmented = layers.RandomTranslation(0.1, 0.1)(inputs)', '    x = layers.Conv2D(FILTERS, KERNEL, activation="relu")(augmented)']),
+    ('cnn_add', 'augment'): (['model.add(tf.keras.layers.Conv2D(filters=16, kernel_size=3, activation="relu", input_shape=(28, 28, 1), name="conv1"))'],
+        ['model.add(tf.keras.layers.RandomTranslation(0.1, 0.1, name="tweak_augment_3", input_shape=(28, 28, 1)))', 'model.add(tf.keras.layers.Conv2D(filters=16, kernel_size=3, activation="relu", name="conv1"))']),
+    ('cnn_bare', 'augment'): (["    Convolution2D(8, (3, 3), activation='sigmoid', input_shape=(28, 28, 1)),"],
+        ['    RandomTranslation,', '    RandomTranslation(0.1, 0.1, input_shape=(28, 28, 1)),', "    Convolution2D(8, (3, 3), activation='sigmoid'),"]),
     ('sklearn_forest', 'n_estimators'): (['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)'],
         ['forest = RandomForestClassifier(n_estimators=100, max_depth=6, random_state=0)']),
     ('sklearn_forest', 'max_depth'): (['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)'],
@@ -286,6 +296,8 @@ INTENT = {
     "dense_units": lambda o, n: sorted(n[1]["Dense[0]"] + n[1]["Dense.units"])
     != sorted(o[1]["Dense[0]"] + o[1]["Dense.units"]) and n[0]["Dense"] == o[0]["Dense"],
     "dropout": lambda o, n: n[0]["Dropout"] == o[0]["Dropout"] + 1,
+    "augment": lambda o, n: n[0]["RandomTranslation"] == o[0]["RandomTranslation"] + 1
+    and sum(n[0][c] for c in CONV) == sum(o[0][c] for c in CONV),
     "batchnorm": lambda o, n: n[0]["BatchNormalization"] == sum(o[0][c] for c in CONV),
     "optimizer": lambda o, n: "adam" in n[1]["compile.optimizer"] or n[0]["Adam"] == o[0]["Adam"] + 1,
     "learning_rate": lambda o, n: n[1]["Adam.learning_rate"] + n[1]["SGD.learning_rate"]
