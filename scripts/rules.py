@@ -414,28 +414,23 @@ def add_augmentation(s: Script) -> str | None:
         return None
     conv = chain[first]
     args = ["0.1", "0.1"] + ([f"name={s.string(s.layer_name('augment'))}"] if s.names_layers() else [])
-    func = s.layer_ref(conv.inner.func, "RandomTranslation")
-    if conv.style == "functional" and (first == 0 or not chain[first - 1].target):
-        if not conv.input:      # the convolution reads the model's Input: shift it into a new name
+    shifted = None
+    if conv.style == "functional":   # y = Conv2D(...)(x): augmented = RandomTranslation(...)(x), the conv reads that
+        shifted = next((n for n in ("augmented", *(f"augmented_{i}" for i in range(2, 99))) if n not in s.bindings),
+                       None)
+        if not conv.input or shifted is None:
             return None
-        name = next(n for n in ("augmented", *(f"augmented_{i}" for i in range(2, 99)), None)
-                    if n is None or n not in s.bindings)
-        if name is None:
-            return None
-        s.replace(conv.statement.body[0].value.args[0].value, cst.Name(name))
-        done = s.insert(conv, cst.Call(func=func, args=cst.parse_expression(f"f({', '.join(args)})").args),
-                        after=False, target=name)
-    elif first > 0:
-        done = s.insert(chain[first - 1], cst.Call(func=func, args=cst.parse_expression(f"f({', '.join(args)})").args))
-    else:                       # the first layer: it may declare the model's input
+        s.replace(conv.statement.body[0].value.args[0].value, cst.Name(shifted))
+    elif first == 0:                 # the first layer may declare the model's input: it moves to the new one
         if any(s.arg(conv.inner, None, k) is not None for k in ("batch_input_shape", "input_dim")):
             return None
         shape = s.arg(conv.inner, None, "input_shape")
         if shape is not None:
             args.append(f"input_shape={s.code(shape.value)}")
             s.replace(conv.inner, s.without_kwargs(conv.inner, {"input_shape"}))
-        done = s.insert(conv, cst.Call(func=func, args=cst.parse_expression(f"f({', '.join(args)})").args),
-                        after=False)
+    layer = cst.Call(func=s.layer_ref(conv.inner.func, "RandomTranslation"),
+                     args=cst.parse_expression(f"f({', '.join(args)})").args)
+    done = s.insert(conv, layer, after=False, target=shifted)
     return "+augmentation RandomTranslation(0.1, 0.1)" if done else None
 
 

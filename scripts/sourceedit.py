@@ -17,9 +17,9 @@ function parameter (its call-site argument or its default: `train(model, EPOCHS)
 `def build_model(filters=8)`) or the list a `for` loop walks, an argparse option's
 default (`args.epochs`), a key of a dict literal (`CONFIG["units"]`, or keyword
 arguments passed as `**params` from `params = {...}` / `dict(...)`); the edit is made
-there. A dict assigned to by key anywhere (`CONFIG["units"] = 8`) is not followed. Where the script names its layers,
-new layers are named `tweak_<kind>_<n>` with n the tweak counter (Context.counter),
-so names stay unique.
+there. A dict assigned to by key anywhere (`CONFIG["units"] = 8`) is not followed.
+Where the script names its layers, new layers are named `tweak_<kind>_<n>` with n the
+tweak counter (Context.counter), so names stay unique.
 
 Map sizes: maps_fit and map_after compute the spatial map sizes where the source
 gives them (the input shape, the kernels, strides and padding of the conv/pool chain),

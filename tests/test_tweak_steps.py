@@ -433,3 +433,43 @@ def test_the_command_line_takes_the_step_sizes(tmp_path):
     assert result.returncode == 0, result.stderr
     assert '+    layers.Conv2D(64, 3, activation="relu"),\n' in result.stdout
     assert "filters 16→64 (filters)" in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# augment: the shifted images reach the first convolution, in every way a model is built
+
+AUGMENTED_BUILD = src('''\
+    import json, sys
+    import numpy as np
+    out = []
+    for source in json.load(sys.stdin):
+        scope = {}
+        exec(source, scope)
+        model = scope["model"]
+        model.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0)
+        names = [type(layer).__name__ for layer in model.layers if type(layer).__name__ != "InputLayer"]
+        out.append(names[:2])
+    print(json.dumps(out))
+''')
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["keras3", "keras2"])
+def test_the_augmented_models_build_with_the_shifts_before_the_first_convolution(legacy):
+    """Sequential lists, model.add with input_shape= on the first conv, the functional API,
+    bare imports: each builds, and its first layer is now the RandomTranslation (real
+    Keras; Keras 2 is tf_keras under TF_USE_LEGACY_KERAS=1, the fixtures written for it)."""
+    fixtures = ["cnn_add", "cnn_bare"] if legacy else ["cnn_sequential", "cnn_functional", "cnn_add", "cnn_bare"]
+    sources = []
+    for name in fixtures:
+        new = rules.apply("augment", (ROOT / "tests" / "fixtures" / "tweak" / f"{name}.py").read_text())
+        new = new[:new.index("model.compile(")] if "model.compile(" in new else new
+        if legacy:
+            new = new.replace("from keras.", "from tf_keras.")
+        sources.append(new)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1" if legacy else "0"}
+    result = subprocess.run([sys.executable, "-c", AUGMENTED_BUILD], input=json.dumps(sources), capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    firsts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [f[0] for f in firsts] == ["RandomTranslation"] * len(fixtures)
+    assert all(f[1] in ("Conv2D", "Rescaling") for f in firsts), firsts
