@@ -736,16 +736,22 @@ def more_estimators(s: Script) -> str | None:
 
     Bold: x4. A count below the library's default goes at least to the default (3 → 50
     for AdaBoost): a handful of trees is a toy setting, not a considered one."""
-    classes = FORESTS | BOOSTING | {"AdaBoostClassifier", "AdaBoostRegressor", "BaggingClassifier",
-                                    "BaggingRegressor"}
     defaults = {c: 100 for c in FORESTS | BOOSTING} | {"AdaBoostClassifier": 50, "AdaBoostRegressor": 50,
                                                         "BaggingClassifier": 10, "BaggingRegressor": 10}
-    factor = 4 if s.context.bold else 2
+    return _more(s, "n_estimators", defaults, 4 if s.context.bold else 2, 2000, absent_default=defaults)
+
+
+def _more(s: Script, param: str, floors: dict[str, int], factor: int, cap: int,
+          absent_default: dict[str, int]) -> str | None:
+    """A count `param` x factor on every estimator of the classes in `floors`, and at least
+    the class's floor (its library default: a toy count such as n_estimators=3 goes
+    there); counts of `cap` or more are left alone. The first change's label."""
     label = None
-    for cls, default in defaults.items():
-        label = _tune(s, {cls}, "n_estimators",
-                      lambda n: max(n * factor, default) if isinstance(n, int) and 0 < n < 2000 else None,
-                      absent_default=defaults) or label
+    for cls, floor in floors.items():
+        got = _tune(s, {cls}, param,
+                    lambda n: max(n * factor, floor) if isinstance(n, int) and 0 < n < cap else None,
+                    absent_default=absent_default)
+        label = label or got
     return label
 
 
@@ -865,13 +871,7 @@ def more_iterations(s: Script) -> str | None:
     # a hand-set count below the library's default goes at least to it (LinearSVC(max_iter=5) → 1000)
     floors = defaults | {"SGDClassifier": 1000, "SGDRegressor": 1000, "LinearSVC": 1000, "Perceptron": 1000,
                          "HistGradientBoostingClassifier": 100, "HistGradientBoostingRegressor": 100}
-    factor = 20 if s.context.bold else 5
-    label = None
-    for cls, floor in floors.items():
-        label = _tune(s, {cls}, "max_iter",
-                      lambda n: max(n * factor, floor) if isinstance(n, int) and 0 < n < 10000 else None,
-                      absent_default=defaults) or label
-    return label
+    return _more(s, "max_iter", floors, 20 if s.context.bold else 5, 10000, absent_default=defaults)
 
 
 @rule("n_neighbors", "n_neighbors", "sklearn")
