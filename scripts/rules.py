@@ -687,9 +687,15 @@ def usual_learning_rate(s: Script) -> str | None:
 # -- scikit-learn -----------------------------------------------------------
 
 def _tune(s: Script, classes: set[str], param: str, change: Callable, default=None,
-          absent_default: dict[str, object] | None = None) -> str | None:
+          absent_default: dict[str, object] | None = None, floors: dict[str, object] | None = None) -> str | None:
     """Change keyword `param` of every estimator of `classes`; where it is not given and
-    the class has a known default, add it. Returns "param old→new" or None."""
+    the class has a known default, add it. A changed value is at least the class's entry
+    in `floors` (a count below the library's default goes to the default). Returns
+    "param old→new" or None."""
+    def step(value, cls):
+        new = change(value)
+        return max(new, floors[cls]) if new is not None and cls in (floors or {}) else new
+
     label = None
     for call in s.layers(classes):
         a = s.arg(call, None, param)
@@ -697,7 +703,7 @@ def _tune(s: Script, classes: set[str], param: str, change: Callable, default=No
             current = (absent_default or {}).get(class_name(call), default)
             if current is None or any(x.star for x in call.args):
                 continue
-            new = change(current)
+            new = step(current, class_name(call))
             if new is None or new == current:
                 continue
             s.replace(call, s.with_kwarg(call, param, repr(new)))
@@ -706,7 +712,7 @@ def _tune(s: Script, classes: set[str], param: str, change: Callable, default=No
         literal = s.number(a.value)
         if literal is None:
             continue
-        new = change(s.value(literal))
+        new = step(s.value(literal), class_name(call))
         if new is None or new == s.value(literal):
             continue
         old, new = s.set_number(literal, new)
@@ -738,21 +744,10 @@ def more_estimators(s: Script) -> str | None:
     for AdaBoost): a handful of trees is a toy setting, not a considered one."""
     defaults = {c: 100 for c in FORESTS | BOOSTING} | {"AdaBoostClassifier": 50, "AdaBoostRegressor": 50,
                                                         "BaggingClassifier": 10, "BaggingRegressor": 10}
-    return _more(s, "n_estimators", defaults, 4 if s.context.bold else 2, 2000, absent_default=defaults)
-
-
-def _more(s: Script, param: str, floors: dict[str, int], factor: int, cap: int,
-          absent_default: dict[str, int]) -> str | None:
-    """A count `param` x factor on every estimator of the classes in `floors`, and at least
-    the class's floor (its library default: a toy count such as n_estimators=3 goes
-    there); counts of `cap` or more are left alone. The first change's label."""
-    label = None
-    for cls, floor in floors.items():
-        got = _tune(s, {cls}, param,
-                    lambda n: max(n * factor, floor) if isinstance(n, int) and 0 < n < cap else None,
-                    absent_default=absent_default)
-        label = label or got
-    return label
+    factor = 4 if s.context.bold else 2
+    return _tune(s, set(defaults), "n_estimators",
+                 lambda n: n * factor if isinstance(n, int) and 0 < n < 2000 else None,
+                 absent_default=defaults, floors=defaults)
 
 
 @rule("max_depth", "max_depth x2", "sklearn")
@@ -795,19 +790,14 @@ def looser_tree_limits(s: Script) -> str | None:
     Bold: each limit back to the library's default (max_leaf_nodes x16). A limit not
     given is left alone: the default is already the loosest."""
     changed = []
-    for call in s.layers(TREES | FORESTS | BOOSTING | HIST_BOOSTING):
-        hist = class_name(call) in HIST_BOOSTING
-        for param, (default, hist_default) in TREE_LIMITS.items():
-            if hist and param not in ("min_samples_leaf", "max_leaf_nodes"):
-                continue
-            literal = s.number(getattr(s.arg(call, None, param), "value", None))
-            if literal is None or id(literal) in s.changed:
-                continue
-            new = _looser(param, s.value(literal), hist_default if hist else default, s.context.bold)
-            if new is None or new == s.value(literal):
-                continue
-            old, new = s.set_number(literal, new)
-            changed.append(f"{param} {old}→{new}")
+    for param, (default, hist_default) in TREE_LIMITS.items():
+        groups = [(TREES | FORESTS | BOOSTING, default)]
+        if param in ("min_samples_leaf", "max_leaf_nodes"):   # HistGradientBoosting has only these two
+            groups.append((HIST_BOOSTING, hist_default))
+        for classes, toward in groups:
+            label = _tune(s, classes, param, lambda v, toward=toward: _looser(param, v, toward, s.context.bold))
+            if label:
+                changed.append(label)
     return "looser " + ", ".join(changed) if changed else None
 
 
@@ -817,8 +807,7 @@ def faster_boosting(s: Script) -> str | None:
 
     Gradient boosting (also the histogram kind) and AdaBoost; a rate not given (the
     default 0.1, AdaBoost's 1.0) is left alone."""
-    return _tune(s, BOOSTING | {"HistGradientBoostingClassifier", "HistGradientBoostingRegressor",
-                                "AdaBoostClassifier", "AdaBoostRegressor"}, "learning_rate",
+    return _tune(s, BOOSTING | HIST_BOOSTING | {"AdaBoostClassifier", "AdaBoostRegressor"}, "learning_rate",
                  lambda r: readable(min(1.0, r * 10)) if 0 < r < 1.0 else None)
 
 
@@ -870,8 +859,11 @@ def more_iterations(s: Script) -> str | None:
     defaults = {"LogisticRegression": 100, "MLPClassifier": 200, "MLPRegressor": 200}
     # a hand-set count below the library's default goes at least to it (LinearSVC(max_iter=5) → 1000)
     floors = defaults | {"SGDClassifier": 1000, "SGDRegressor": 1000, "LinearSVC": 1000, "Perceptron": 1000,
-                         "HistGradientBoostingClassifier": 100, "HistGradientBoostingRegressor": 100}
-    return _more(s, "max_iter", floors, 20 if s.context.bold else 5, 10000, absent_default=defaults)
+                         **{c: 100 for c in HIST_BOOSTING}}
+    factor = 20 if s.context.bold else 5
+    return _tune(s, set(floors), "max_iter",
+                 lambda n: n * factor if isinstance(n, int) and 0 < n < 10000 else None,
+                 absent_default=defaults, floors=floors)
 
 
 @rule("n_neighbors", "n_neighbors", "sklearn")
