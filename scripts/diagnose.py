@@ -23,7 +23,8 @@ Keras, in this order (the first that holds):
   plateau    none of the above, below the target                      → capacity and structure
 
 scikit-learn, in this order: `one-class` (its predictions hold one class, or at most
-half of them: a regulariser far too strong), `overfit` (its training accuracy — the
+half of them: a regulariser far too strong, or too little capacity; `facts["not_converged"]`
+when its solver stopped early too), `overfit` (its training accuracy — the
 harness scores the fitted classifier on its own training data — far above the held-out
 one), `not-converged` (the solver warned; `facts["underfit"]` when its training accuracy
 is below the target too), `underfit` (not overfit, and its training
@@ -237,12 +238,16 @@ def _sklearn(metrics: dict, target: float, accuracy: float | None) -> Diagnosis:
     facts = {"accuracy": final, "predicted_classes": metrics.get("predicted_classes"),
              "classes": metrics.get("classes")}
     predicted, classes = metrics.get("predicted_classes"), metrics.get("classes")
+    # a solver that also stopped early: its iterations are off too (MLPClassifier(max_iter=10))
+    stopped = "; the solver did not converge either" if metrics.get("not_converged") else ""
+    if metrics.get("not_converged"):
+        facts["not_converged"] = True
     if predicted == 1 and (classes or 2) > 1:
         return Diagnosis("one-class", f"it predicts one class only (of {classes or 'several'}): "
-                                      "a regulariser far too strong", facts)
+                                      f"a regulariser far too strong or too little capacity{stopped}", facts)
     if isinstance(predicted, int) and isinstance(classes, int) and classes > 2 and predicted <= classes // 2:
         return Diagnosis("one-class", f"it predicts only {predicted} of {classes} classes: "
-                                      "a regulariser far too strong", facts)
+                                      f"a regulariser far too strong or too little capacity{stopped}", facts)
     # the training accuracy: the harness's (the scored model on its own training data), else
     # a score the script computed before its last one (scripts score their training data first)
     train = metrics.get("train_score")

@@ -898,18 +898,19 @@ def _switch_string(s: Script, classes: set, kwarg: str, old: str, new: str) -> s
 
 @rule("hidden_layer_sizes", "hidden units x2", "sklearn")
 def wider_mlp(s: Script) -> str | None:
-    """Twice the hidden units of an MLPClassifier/Regressor (default (100,))."""
+    """Twice the hidden units of an MLPClassifier/Regressor (default (100,)); bold: x4."""
+    factor = 4 if s.context.bold else 2
     label = None
     for call in s.layers({"MLPClassifier", "MLPRegressor"}):
         a = s.arg(call, None, "hidden_layer_sizes")
         if a is None:
-            s.replace(call, s.with_kwarg(call, "hidden_layer_sizes", "(200,)"))
-            label = "hidden units x2"
+            s.replace(call, s.with_kwarg(call, "hidden_layer_sizes", f"({100 * factor},)"))
+            label = f"hidden units x{factor}"
             continue
         for literal in s.numbers(a.value):
             if isinstance(s.value(literal), int) and s.value(literal) < MAX_UNITS:
-                s.set_number(literal, s.value(literal) * 2)
-                label = "hidden units x2"
+                s.set_number(literal, min(MAX_UNITS, s.value(literal) * factor))
+                label = f"hidden units x{factor}"
     return label
 
 

@@ -54,7 +54,7 @@ STOPPED_GAIN = -0.05      # ... for one stopped early without an accuracy
 # diagnosis -> moves, best first ("rule" or "rule:variant"; see VARIANTS)
 _FLAWS = ["less_dropout:bold", "optimizer", "learning_rate", "activation"]
 _CAPACITY_BOLD = ["filters:bold", "units:bold", "dense_units:bold", "conv_block", "stack_rnn",
-                  "dense_layer", "bidirectional", "hidden_layer_sizes", "kernel"]
+                  "dense_layer", "bidirectional", "hidden_layer_sizes:bold", "kernel"]
 _CAPACITY = ["filters", "units", "dense_units", "conv_block", "stack_rnn", "bidirectional",
              "dense_layer", "kernel"]
 # scikit-learn capacity: less bias first (a boosting rate x10, tree limits back to their defaults, deeper
@@ -73,8 +73,9 @@ PLANS: dict[str, list[str]] = {
                 *_CAPACITY],
     "plateau": [*_FLAWS, *_CAPACITY, "batchnorm", "epochs", "learning_rate:x0.1"],
     "unknown": [],
-    "one-class": ["C:bold", "gamma_step:bold", "gamma", "alpha:bold", "max_iter:bold", "C",
-                  "stronger_estimator"],
+    # a regulariser far too strong, else too little capacity (an MLP of 3 hidden units), else iterations
+    "one-class": ["C:bold", "gamma_step:bold", "gamma", "hidden_layer_sizes:bold", "alpha:bold", "max_iter:bold",
+                  "C", "stronger_estimator"],
     "not-converged": ["max_iter:bold", "C", "alpha", "stronger_estimator"],
     "below-target": ["stronger_estimator", "n_estimators", "max_depth", "tree_limits", "C", "gamma", "gamma_step",
                      "hidden_layer_sizes", "criterion", "n_neighbors", "knn_weights", "alpha",
@@ -92,7 +93,7 @@ FLAWS: dict[str, list[str]] = {
 FLAWS_NOT_CONVERGED_UNDERFIT = ["max_iter:bold", "C:bold", "alpha:bold"]
 # rules whose step has a bold size (Context.bold): filters x4 instead of x2, C x100 instead of x10
 STEPPED = {"epochs", "filters", "dense_units", "units", "less_dropout", "C", "n_estimators", "max_iter",
-           "alpha", "gamma_step", "l2", "max_depth", "tree_limits"}
+           "alpha", "gamma_step", "l2", "max_depth", "tree_limits", "hidden_layer_sizes"}
 # variant -> the Context fields it sets
 VARIANTS = {"": {}, "bold": {"bold": True}, "x0.1": {"lr_scale": 0.1}, "x0.01": {"lr_scale": 0.01},
             "x10": {"lr_scale": 10.0}}
@@ -304,6 +305,8 @@ def flaw_moves(found: diagnose.Diagnosis) -> list[str]:
     """The flaw fixes a diagnosis points at (FLAWS), most likely first."""
     if found.kind == "not-converged" and found.facts.get("underfit"):
         return FLAWS_NOT_CONVERGED_UNDERFIT
+    if found.kind == "one-class" and found.facts.get("not_converged"):
+        return FLAWS["one-class"] + ["max_iter:bold"]
     return FLAWS.get(found.kind, [])
 
 

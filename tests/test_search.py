@@ -182,6 +182,30 @@ def test_sklearn_predicting_one_class_takes_a_bold_log_step_of_c():
     assert c.diagnosis == "one-class" and c.move == "C:bold" and "C=0.2" in c.source
 
 
+SK_MLP = textwrap.dedent("""\
+    from sklearn.neural_network import MLPClassifier
+    clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=10, random_state=0)
+    clf.fit(X, y)
+    print(clf.score(Xt, yt))
+""")
+
+
+def test_sklearn_mlp_predicting_few_classes_gets_capacity_and_its_iterations():
+    """An MLP of 3 hidden units that predicts 4 of 10 classes has no regulariser to weaken
+    (alpha is at its tiny default): its solver stopped early, fixed in one attempt with the
+    regulariser, and the next move widens it boldly, before another regulariser step."""
+    metrics = {"framework": "sklearn", "scores": [0.09], "train_score": 0.10, "predicted_classes": 4,
+               "classes": 10, "not_converged": True}
+    c = first(SK_MLP, "sklearn", [base(SK_MLP, 0.09)], metrics, target=0.93)
+    assert c.diagnosis == "one-class" and "did not converge" in c.why
+    assert c.move == "alpha:bold+max_iter:bold" and "max_iter=200" in c.source
+    history = [base(SK_MLP, 0.09), child(2, c.move, 0.10, outcome="kept")]
+    c = search.propose(c.source, "sklearn", history, 2, {**metrics, "not_converged": False, "predicted_classes": 2},
+                       0.93, counter=2)[0]
+    assert c.move == "hidden_layer_sizes:bold" and "hidden_layer_sizes=(12,)" in c.source
+    assert c.label == "hidden units x4"
+
+
 FOREST = textwrap.dedent("""\
     from sklearn.ensemble import RandomForestClassifier
     clf = RandomForestClassifier(n_estimators=2, max_depth=2, random_state=0)
