@@ -11,9 +11,9 @@ edits. Deterministic for a given history (a rerun proposes the same thing).
    `filters` (x2) or `filters:bold` (x4), `learning_rate` (back to the optimizer's usual
    value), `learning_rate:x0.1` (a log-scale step), `epochs` (to the epochs the curve's
    forecast and the remaining MAX_MINUTES allow, not +50%). The moves that fix a flaw
-   come first (a Dropout(0.9) halved, SGD → Adam, a learning rate 50x off back to usual, sigmoid
-   hidden layers → relu:
-   each only applies where the flaw is), then capacity, then the rest of the rules, so
+   come first (a Dropout(0.9) to 0.1, an l2 penalty ÷100, SGD → Adam, a learning rate
+   50x off back to usual, sigmoid hidden layers → relu: each only applies where the
+   flaw is), then capacity, then the rest of the rules, so
    the space is never cut short by the plan.
    Where two or more plain flaws apply (FLAWS: a Dropout(0.9) and plain SGD on an
    underfit model; C=0.002 and gamma=0.5 on an SVC predicting one class; max_iter=2
@@ -21,6 +21,8 @@ edits. Deterministic for a given history (a rerun proposes the same thing).
    data), the first candidate fixes them all in one attempt.
 3. **Plateaus are not dead ends**: a move tried on this parent is not tried there
    again, but a result within NOISE of its parent promotes the same rule's bold step;
+   training longer that gained nothing (it continued from the parent's weights: the
+   curve has flattened) sends the epochs moves to the end of that parent's plan instead;
    once STALL moves from one parent gave nothing, or the single moves are used up,
    pairs of the plan's first moves are tried in one attempt ("filters:bold+epochs").
    "No tweak left" only when singles, bold steps and pairs are all used up.
@@ -52,7 +54,7 @@ FAILED_GAIN = -0.10       # gain booked for a failed attempt
 STOPPED_GAIN = -0.05      # ... for one stopped early without an accuracy
 
 # diagnosis -> moves, best first ("rule" or "rule:variant"; see VARIANTS)
-_FLAWS = ["less_dropout:bold", "optimizer", "learning_rate", "activation"]
+_FLAWS = ["less_dropout:bold", "l2:bold", "optimizer", "learning_rate", "activation"]
 _CAPACITY_BOLD = ["filters:bold", "units:bold", "dense_units:bold", "conv_block", "stack_rnn",
                   "dense_layer", "bidirectional", "hidden_layer_sizes:bold", "kernel"]
 _CAPACITY = ["filters", "units", "dense_units", "conv_block", "stack_rnn", "bidirectional",
@@ -168,12 +170,20 @@ def plan(kind: str, applicable: list[str], history: list[dict], parent: int | No
             moves.append(bold)
     accuracy = _accuracies(history)
     here = [r for r in history if parent is not None and r.get("parent") == parent]
+    flattened = False
     for record in here:                     # within noise of the parent: its bold step next
         gain = gain_of(record, accuracy)
         move = move_of(record) or ""
-        if gain is not None and abs(gain) <= NOISE and ":" not in move and f"{move}:bold" in moves:
+        if gain is not None and move.split(":")[0] == "epochs" and gain <= NOISE:
+            # it trained on from the parent's weights and gained nothing: the curve has
+            # flattened, so training longer still comes last, not a bolder step of it
+            flattened = True
+        elif gain is not None and abs(gain) <= NOISE and ":" not in move and f"{move}:bold" in moves:
             moves.remove(f"{move}:bold")
             moves.insert(0, f"{move}:bold")
+    if flattened:
+        longer = [m for m in moves if m.split(":")[0] == "epochs"]
+        moves = [m for m in moves if m not in longer] + longer
     hurt = {m for m, g in mean_gains(history).items() if g < -NOISE}
     return [m for m in moves if m not in hurt] + [m for m in moves if m in hurt]
 

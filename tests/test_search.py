@@ -130,6 +130,22 @@ def test_underfit_with_a_strong_regulariser_lowers_it_in_a_bold_step():
     assert c.diagnosis == "underfit" and c.move == "less_dropout:bold" and "Dropout(0.1)" in c.source
 
 
+def test_underfit_under_a_heavy_weight_penalty_weakens_it_boldly_first():
+    """l2(1.0) on the hidden layer: 0.76 on its training data, not above held-out; a wider
+    layer under the same penalty learns no more (64 → 256 units gave 0.80 from 0.83)."""
+    heavy = MLP_DROPOUT.replace('layers.Dense(32, activation="relu")',
+                                'layers.Dense(32, activation="relu", kernel_regularizer=regularizers.l2(1.0))')
+    heavy = heavy.replace("layers.Dropout(0.9), ", "").replace("from keras import layers",
+                                                              "from keras import layers, regularizers")
+    metrics = curve([(3.0, 0.55, 0.70), (2.0, 0.70, 0.80), (1.8, 0.74, 0.82), (1.7, 0.76, 0.83), (1.7, 0.76, 0.83)])
+    c = first(heavy, "mlp", [base(heavy, 0.83)], metrics, target=0.92)
+    assert c.diagnosis == "underfit" and c.move == "l2:bold" and "l2(0.01)" in c.source
+    # with plain SGD too, both flaws are fixed in one attempt
+    sgd = heavy.replace('optimizer="adam"', 'optimizer="sgd"')
+    c = first(sgd, "mlp", [base(sgd, 0.83)], metrics, target=0.92)
+    assert c.move == "l2:bold+optimizer" and "l2(0.01)" in c.source and '"adam"' in c.source
+
+
 def test_underfit_without_a_flaw_grows_capacity_boldly():
     metrics = curve([(2.0, 0.40, 0.41), (1.9, 0.42, 0.42), (1.85, 0.425, 0.42), (1.84, 0.43, 0.425)])
     c = first(CNN_ADAM, "cnn", [base(CNN_ADAM, 0.42)], metrics, target=0.9)
@@ -165,6 +181,30 @@ def test_rising_trains_longer_to_the_forecast_not_by_half():
     epochs = int(c.label.split("→")[1])
     assert epochs == min(max(4 + search.MIN_EPOCH_STEP, -(-need * 5 // 4)), diagnose.FORECAST_REACH * 4)
     assert epochs > 4 + 4 // 2      # not the old +50%
+
+
+def test_training_longer_that_gained_nothing_is_not_followed_by_a_bolder_epochs_step():
+    """The parent's curve still rose, but training on from its weights gained nothing: the
+    curve has flattened, so capacity comes next, not 4x the epochs (a GRU of 4 units went
+    33 → 65 epochs for nothing, then 33 → 130 for +0.01)."""
+    rnn = textwrap.dedent("""\
+        import keras
+        from keras import layers
+        model = keras.Sequential([keras.Input(shape=(40, 1)), layers.GRU(4), layers.Dense(4, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, epochs=8, validation_split=0.1)
+    """)
+    rising = curve([(1.3, 0.40, 0.45), (1.1, 0.50, 0.55), (1.0, 0.56, 0.62), (0.9, 0.60, 0.66),
+                    (0.85, 0.63, 0.68), (0.8, 0.65, 0.70), (0.78, 0.67, 0.71), (0.76, 0.68, 0.72)], classes=4)
+    history = [base(rnn, 0.72)]
+    assert first(rnn, "rnn", history, rising).move == "epochs"
+    history.append(child(2, "epochs", 0.725))          # within noise of its parent
+    c = first(rnn, "rnn", history, rising)
+    assert c.diagnosis == "rising" and c.move.split(":")[0] != "epochs" and "+" not in c.move
+    assert c.move == "units:bold" and "GRU(16)" in c.source
+    # a plain rule within noise still takes its bold step next
+    history[-1] = child(2, "units", 0.725)
+    assert first(rnn, "rnn", history, rising).move == "units:bold"
 
 
 def test_the_epochs_forecast_stays_inside_the_time_left():
