@@ -30,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import suite  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import state  # noqa: E402  (state.meets: the target test every contender shares)
+
 CONTENDERS_KERAS = ("kt_random", "kt_hyperband", "optuna")
 CONTENDERS_SKLEARN = ("optuna", "halving")
 
@@ -48,7 +51,7 @@ class Trace:
         with self.path.open("a") as f:
             f.write(json.dumps({"t": round(time.time() - T0, 3), "trial": self.trials,
                                 "accuracy": float(accuracy), "epochs": epochs}) + "\n")
-        if accuracy >= self.target or self.trials >= self.max_trials:
+        if state.meets(accuracy, self.target) or self.trials >= self.max_trials:
             raise Done
 
 

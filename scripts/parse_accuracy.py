@@ -168,7 +168,7 @@ def main(argv=None) -> int:
                f"best {best if best is None else f'{best:.4f}'}, target {target:.2f}")
     if accuracy is not None:
         print(f"{accuracy:.4f}")
-    if best is not None and best >= target:
+    if state.meets(best, target):
         state.info(f"target met: {best:.4f} >= {target:.2f}")
         return state.EXIT_OK
     if best is None:

@@ -160,7 +160,7 @@ def message(cfg: dict, run: dict, history: list[dict], chain: list[dict], base_a
     for record in history:
         outcomes[record.get("outcome", "?")] = outcomes.get(record.get("outcome", "?"), 0) + 1
     counts = ", ".join(f"{n} {name}" for name, n in sorted(outcomes.items()))
-    verdict = "met" if best_acc >= target else "not reached"
+    verdict = "met" if state.meets(best_acc, target) else "not reached"
     lines += [
         "",
         f"Accuracy: {'' if base_acc is None else f'{base_acc:.4f} → '}{search_acc:.4f} (attempt {best_attempt})",

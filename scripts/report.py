@@ -231,7 +231,7 @@ def verdict(cfg: dict, run: dict, records: list[dict]) -> Verdict:
                        log)
     best = float(run["BEST_ACCURACY"]) if run.get("BEST_ACCURACY") else max(r["accuracy"] for r in scored)
     best_attempt = run.get("BEST_ATTEMPT") or next((r["attempt"] for r in scored if r["accuracy"] == best), "?")
-    met = best >= target
+    met = state.meets(best, target)
     error = (run.get("PUBLISH_ERROR") or (run.get("FAILURE", "") if stage == "publish" else "")).rstrip(".")
     lines = [f"{model} on {where} reached {'' if met else 'at best '}{best:.4f} (attempt {best_attempt}), "
              f"{'meeting' if met else 'below'} the target {target:.2f}, in {len(done)} attempt{'s' * (len(done) != 1)}."]
