@@ -496,6 +496,18 @@ def bidirectional(s: Script) -> str | None:
     return "bidirectional" if changed else None
 
 
+@rule("gated_cell", "SimpleRNN → GRU", "rnn")
+def gated_cell(s: Script) -> str | None:
+    """SimpleRNN layers → GRU: a gated cell keeps what it read early in a long sequence,
+    where a plain one forgets it (vanishing gradients). Every argument of SimpleRNN means
+    the same in GRU; the class is named the way the script names SimpleRNN."""
+    changed = False
+    for call in s.layers({"SimpleRNN"}):
+        s.replace(call, call.with_changes(func=s.layer_ref(call.func, "GRU")))
+        changed = True
+    return "SimpleRNN → GRU" if changed else None
+
+
 # -- Keras: regularisation -------------------------------------------------
 
 def _shrink(s: Script, x) -> float | None:

@@ -12,8 +12,8 @@ edits. Deterministic for a given history (a rerun proposes the same thing).
    value), `learning_rate:x0.1` (a log-scale step), `epochs` (to the epochs the curve's
    forecast and the remaining MAX_MINUTES allow, not +50%). The moves that fix a flaw
    come first (a Dropout(0.9) to 0.1, an l2 penalty ÷100, SGD → Adam, a learning rate
-   50x off back to usual, sigmoid hidden layers → relu: each only applies where the
-   flaw is), then capacity, then the rest of the rules, so
+   50x off back to usual, sigmoid hidden layers → relu, a SimpleRNN → GRU: each only
+   applies where the flaw is), then capacity, then the rest of the rules, so
    the space is never cut short by the plan.
    Where two or more plain flaws apply (FLAWS: a Dropout(0.9) and plain SGD on an
    underfit model; C=0.002 and gamma=0.5 on an SVC predicting one class; max_iter=2
@@ -23,6 +23,8 @@ edits. Deterministic for a given history (a rerun proposes the same thing).
    again, but a result within NOISE of its parent promotes the same rule's bold step;
    training longer that gained nothing (it continued from the parent's weights: the
    curve has flattened) sends the epochs moves to the end of that parent's plan instead;
+   at chance, a flaw fix that left the model at chance is inconclusive, not worse (a few
+   epochs can be too few for any setting to show): it is tried again trained longer;
    once STALL moves from one parent gave nothing, or the single moves are used up,
    pairs of the plan's first moves are tried in one attempt ("filters:bold+epochs").
    "No tweak left" only when singles, bold steps and pairs are all used up.
@@ -54,7 +56,7 @@ FAILED_GAIN = -0.10       # gain booked for a failed attempt
 STOPPED_GAIN = -0.05      # ... for one stopped early without an accuracy
 
 # diagnosis -> moves, best first ("rule" or "rule:variant"; see VARIANTS)
-_FLAWS = ["less_dropout:bold", "l2:bold", "optimizer", "learning_rate", "activation"]
+_FLAWS = ["less_dropout:bold", "l2:bold", "optimizer", "learning_rate", "activation", "gated_cell"]
 _CAPACITY_BOLD = ["filters:bold", "units:bold", "dense_units:bold", "conv_block", "stack_rnn",
                   "dense_layer", "bidirectional", "hidden_layer_sizes:bold", "kernel"]
 _CAPACITY = ["filters", "units", "dense_units", "conv_block", "stack_rnn", "bidirectional",
@@ -147,18 +149,34 @@ def gain_of(record: dict, accuracy: dict) -> float | None:
     return STOPPED_GAIN if outcome == "stopped-early" else None
 
 
-def mean_gains(history: list[dict]) -> dict[str, float]:
-    """move -> mean accuracy gain over its parent in past attempts."""
+def at_chance(record: dict, accuracy: dict, chance: float | None) -> bool:
+    """The attempt and its parent both at chance (below diagnose.near_chance) and apart by
+    less than half the width of that band (10 classes: 0.05; 4 classes: 0.09): the
+    difference between two models that learnt next to nothing is noise, not a gain or a
+    loss (RMSprop → Adam from 0.23 to 0.40 on 4 classes is a gain)."""
+    acc, parent_acc = record.get("accuracy"), accuracy.get(record.get("parent"))
+    if chance is None or not isinstance(acc, (int, float)) or parent_acc is None:
+        return False
+    below = diagnose.near_chance(chance)
+    return acc < below and parent_acc < below and abs(acc - parent_acc) < (below - chance) / 2
+
+
+def mean_gains(history: list[dict], chance: float | None = None) -> dict[str, float]:
+    """move -> mean accuracy gain over its parent in past attempts (one measured between two
+    models at chance, see at_chance, counts as no gain)."""
     accuracy = _accuracies(history)
     gains: dict[str, list[float]] = {}
     for record in history:
         gain = gain_of(record, accuracy)
         if gain is not None and move_of(record):
+            if record.get("outcome") != "failed" and at_chance(record, accuracy, chance):
+                gain = 0.0
             gains.setdefault(move_of(record), []).append(gain)
     return {m: sum(g) / len(g) for m, g in gains.items()}
 
 
-def plan(kind: str, applicable: list[str], history: list[dict], parent: int | None) -> list[str]:
+def plan(kind: str, applicable: list[str], history: list[dict], parent: int | None,
+         chance: float | None = None) -> list[str]:
     """The single moves for a parent diagnosed `kind`, best first (see the docstring)."""
     moves = [m for m in PLANS.get(kind, []) if m.split(":")[0] in applicable]
     for rule_id in applicable:              # the rest of the rules, registry order: never cut short
@@ -184,7 +202,7 @@ def plan(kind: str, applicable: list[str], history: list[dict], parent: int | No
     if flattened:
         longer = [m for m in moves if m.split(":")[0] == "epochs"]
         moves = [m for m in moves if m not in longer] + longer
-    hurt = {m for m, g in mean_gains(history).items() if g < -NOISE}
+    hurt = {m for m, g in mean_gains(history, chance).items() if g < -NOISE}
     return [m for m in moves if m not in hurt] + [m for m in moves if m in hurt]
 
 
@@ -242,7 +260,8 @@ def propose(source: str, model_type: str, history: list[dict], parent: int | Non
     found = diagnose.diagnose(metrics, target, accuracy)
     applicable = [r.id for r in rules.rules_for_script(model_type, source)]
     undoes = undoing_moves(history, parent)
-    singles = [m for m in plan(found.kind, applicable, history, parent) if m not in undoes]
+    chance = diagnose.chance_of(metrics) if metrics else None
+    singles = [m for m in plan(found.kind, applicable, history, parent, chance) if m not in undoes]
     if found.kind == "stuck" and 0 < (found.facts.get("epochs") or 0) <= diagnose.SHORT_FIT:
         singles = train_longer_after_the_step_size(singles)
     epochs = epochs_for(metrics, found.facts, remaining_s)
@@ -269,12 +288,32 @@ def propose(source: str, model_type: str, history: list[dict], parent: int | Non
 
     pairs = _pairs(singles)
     fixes = [m for m in flaws(flaw_moves(found), source, counter, epochs) if m not in undoes]
-    order = ([fixes] if len(fixes) >= 2 else []) + \
+    order = ([fixes] if len(fixes) >= 2 else []) + longer_at_chance(found, here, accuracy_of, chance) + \
             ([[m] for m in singles] if not stalled else []) + [list(p) for p in pairs] + \
             ([[m] for m in singles] if stalled else [])
     for moves in order:
         if consider(moves):
             break
+    return out
+
+
+def longer_at_chance(found: diagnose.Diagnosis, here: list[dict], accuracy: dict,
+                     chance: float | None) -> list[list[str]]:
+    """A flaw fixed on a model stuck at chance that left it at chance is inconclusive, not
+    a failure: a few epochs can be too few for any setting to show (SGD → Adam and
+    SimpleRNN → GRU at 3 epochs on 40-step waves). That fix again, trained about 4x as
+    long (after one or two epochs the stuck forecast, 4x; else the epochs' bold step,
+    2x the plain one), before the next single move."""
+    if found.kind != "stuck":
+        return []
+    flawed = {m.split(":")[0] for m in _FLAWS}
+    longer = "epochs" if found.facts.get("forecast_epochs") else "epochs:bold"
+    out = []
+    for record in here:
+        parts = str(move_of(record) or "").split("+")
+        if parts[0] and all(p.split(":")[0] in flawed for p in parts) and \
+                record.get("outcome") != "failed" and at_chance(record, accuracy, chance):
+            out.append(parts + [longer])
     return out
 
 

@@ -158,6 +158,21 @@ EXPECTED = {
         ['model.add(tf.keras.layers.RandomTranslation(0.1, 0.1, name="tweak_augment_3", input_shape=(28, 28, 1)))', 'model.add(tf.keras.layers.Conv2D(filters=16, kernel_size=3, activation="relu", name="conv1"))']),
     ('cnn_bare', 'augment'): (["    Convolution2D(8, (3, 3), activation='sigmoid', input_shape=(28, 28, 1)),"],
         ['    RandomTranslation,', '    RandomTranslation(0.1, 0.1, input_shape=(28, 28, 1)),', "    Convolution2D(8, (3, 3), activation='sigmoid'),"]),
+    # a plain recurrent cell, every Keras name imported bare: GRU is added to the import
+    ('rnn_simple', 'epochs'): (['model.fit(x_train, y_train, epochs=3, validation_split=0.1)'],
+        ['model.fit(x_train, y_train, epochs=5, validation_split=0.1)']),
+    ('rnn_simple', 'units'): (['model.add(SimpleRNN(8, input_shape=(40, 1)))  # plain cell'],
+        ['model.add(SimpleRNN(16, input_shape=(40, 1)))  # plain cell']),
+    ('rnn_simple', 'stack_rnn'): (['model.add(SimpleRNN(8, input_shape=(40, 1)))  # plain cell'],
+        ['model.add(SimpleRNN(8, input_shape=(40, 1), return_sequences=True))  # plain cell', 'model.add(SimpleRNN(8))']),
+    ('rnn_simple', 'bidirectional'): (['from keras.layers import Dense, SimpleRNN', 'model.add(SimpleRNN(8, input_shape=(40, 1)))  # plain cell'],
+        ['from keras.layers import Dense, SimpleRNN, Bidirectional', 'model.add(Bidirectional(SimpleRNN(8), input_shape=(40, 1)))  # plain cell']),
+    ('rnn_simple', 'gated_cell'): (['from keras.layers import Dense, SimpleRNN', 'model.add(SimpleRNN(8, input_shape=(40, 1)))  # plain cell'],
+        ['from keras.layers import Dense, SimpleRNN, GRU', 'model.add(GRU(8, input_shape=(40, 1)))  # plain cell']),
+    ('rnn_simple', 'optimizer'): (['from keras.optimizers import SGD', 'model.compile(optimizer=SGD(learning_rate=0.001), loss="sparse_categorical_crossentropy", metrics=["accuracy"])'],
+        ['from keras.optimizers import SGD, Adam', 'model.compile(optimizer=Adam(learning_rate=0.001), loss="sparse_categorical_crossentropy", metrics=["accuracy"])']),
+    ('rnn_simple', 'learning_rate'): (['model.compile(optimizer=SGD(learning_rate=0.001), loss="sparse_categorical_crossentropy", metrics=["accuracy"])'],
+        ['model.compile(optimizer=SGD(learning_rate=0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])']),
     ('sklearn_forest', 'n_estimators'): (['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)'],
         ['forest = RandomForestClassifier(n_estimators=100, max_depth=6, random_state=0)']),
     ('sklearn_forest', 'max_depth'): (['forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)'],
@@ -260,7 +275,7 @@ def numbers(values: list) -> list:
 
 
 CONV = {"Conv2D", "Convolution2D"}
-RNN = {"LSTM", "GRU"}
+RNN = {"LSTM", "GRU", "SimpleRNN"}
 
 
 def conv_values(v, arg, pos):
@@ -307,6 +322,7 @@ INTENT = {
     "stack_rnn": lambda o, n: sum(n[0][c] for c in RNN) == sum(o[0][c] for c in RNN) + 1
     and sum(n[1][f"{c}.return_sequences"].count(True) for c in RNN) == 1,
     "bidirectional": lambda o, n: n[0]["Bidirectional"] == sum(o[0][c] for c in RNN),
+    "gated_cell": lambda o, n: n[0]["SimpleRNN"] == 0 and n[0]["GRU"] == o[0]["GRU"] + o[0]["SimpleRNN"] > 0,
     "less_dropout": lambda o, n: n[1]["Dropout[0]"] == [x / 2 for x in o[1]["Dropout[0]"]],
     "l2": lambda o, n: n[1]["l2[0]"] == [pytest.approx(x / 10) for x in o[1]["l2[0]"]],
     "stronger_estimator": lambda o, n: n[0]["DecisionTreeClassifier"] == o[0]["DecisionTreeClassifier"] - 1
