@@ -479,3 +479,29 @@ def test_the_augmented_models_build_with_the_shifts_before_the_first_convolution
     firsts = json.loads(result.stdout.strip().splitlines()[-1])
     assert [f[0] for f in firsts] == ["RandomTranslation"] * len(fixtures)
     assert all(f[1] in ("Conv2D", "Rescaling") for f in firsts), firsts
+
+
+GATED_BUILD = src('''\
+    import sys
+    import numpy as np
+    scope = {}
+    exec(sys.stdin.read(), scope)
+    model = scope["model"]
+    model.predict(np.zeros((2, 40, 1), "float32"), verbose=0)
+    print(" ".join(type(layer).__name__ for layer in model.layers))
+''')
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["keras3", "keras2"])
+def test_a_simple_rnn_becomes_a_gru_that_builds_with_the_same_arguments(legacy):
+    """SimpleRNN → GRU on a model.add script with bare imports (GRU added to the import) and
+    input_shape= on the layer: it builds and predicts in real Keras 3 and Keras 2 (tf_keras)."""
+    new = rules.apply("gated_cell", (ROOT / "tests" / "fixtures" / "tweak" / "rnn_simple.py").read_text())
+    new = new[:new.index("model.compile(")]
+    if legacy:
+        new = new.replace("from keras.", "from tf_keras.")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1" if legacy else "0"}
+    result = subprocess.run([sys.executable, "-c", GATED_BUILD], input=new, capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["GRU", "Dense"]
