@@ -54,7 +54,7 @@ import attempts
 import diagnose
 import search
 import state
-from rules import BUILD_FAILED, REGISTRY, attempt, list_rules, rules_for
+from rules import BUILD_FAILED, REGISTRY, attempt, list_rules, rules_for, rules_for_script
 from sourceedit import Context, read_source, unified_diff
 
 # ---------------------------------------------------------------------------
@@ -204,8 +204,13 @@ def main(argv=None) -> int:
     number = state.counter(cfg) + 1
     result = tweak_checkout(cfg, run, source, history, parent, number)
     if result is None:
-        state.info(f"tweak: no tweak left for attempt {parent}: every {model_type} move (single, bold "
-                   f"and paired) was tried on it or gives a source already trained")
+        if not any(attempt(r.id, source) for r in rules_for_script(model_type, source)):
+            state.info(f"tweak: no tweak left: no {model_type} rule applies to {model_file} (none of the "
+                       f"settings the rules change is in it: python scripts/tweak.py --list shows them); "
+                       f"tune it by hand and push again")
+        else:
+            state.info(f"tweak: no tweak left for attempt {parent}: every {model_type} move (single, bold "
+                       f"and paired) was tried on it or gives a source already trained")
         return state.EXIT_NO_TWEAK_LEFT
 
     next_attempt = attempts.next_number(cfg, history)

@@ -628,6 +628,21 @@ def test_make_tweak_says_when_no_tweak_is_left(workspace):
     assert workspace.checkout.read_text() == before and state.counter(workspace.cfg) == 0
 
 
+def test_make_tweak_says_when_no_rule_applies_to_the_script(workspace):
+    """A GaussianNB has none of the settings the rules change: the line says so, not that
+    every move was tried."""
+    source = ("from sklearn.naive_bayes import GaussianNB\nclf = GaussianNB()\nclf.fit(X, y)\n"
+              "print(clf.score(Xt, yt))\n")
+    workspace.checkout.write_text(source)
+    state.update_run(workspace.cfg, MODEL_TYPE="sklearn")
+    result = workspace.run()
+    assert result.returncode == state.EXIT_NO_TWEAK_LEFT
+    assert result.stderr.strip() == ("tweak: no tweak left: no sklearn rule applies to model.py (none of the "
+                                     "settings the rules change is in it: python scripts/tweak.py --list shows "
+                                     "them); tune it by hand and push again")
+    assert workspace.checkout.read_text() == source and state.counter(workspace.cfg) == 0
+
+
 def test_make_tweak_refuses_a_model_type_without_rules(workspace):
     state.update_run(workspace.cfg, MODEL_TYPE="torch")
     result = workspace.run()
