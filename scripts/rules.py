@@ -926,6 +926,16 @@ def wider_mlp(s: Script) -> str | None:
     return label
 
 
+@rule("var_smoothing", "var_smoothing x100", "sklearn")
+def smoother_variances(s: Script) -> str | None:
+    """GaussianNB's var_smoothing x100 (default 1e-9; bold: x10,000, at most 1.0): a
+    feature that barely varies within a class (a pixel always blank) no longer makes
+    its likelihood all-or-nothing."""
+    factor = 10_000 if s.context.bold else 100
+    return _tune(s, {"GaussianNB"}, "var_smoothing",
+                 lambda v: readable(min(1.0, v * factor)) if 0 < v < 1.0 else None, default=1e-9)
+
+
 @rule("criterion", "criterion → entropy", "sklearn")
 def entropy_criterion(s: Script) -> str | None:
     """Split trees on entropy instead of gini."""

@@ -65,7 +65,7 @@ _CAPACITY = ["filters", "units", "dense_units", "conv_block", "stack_rnn", "bidi
 # trees, weaker regularisers, a hand-set gamma back to "scale", fewer neighbours), more trees last (they lower
 # the variance, not the bias)
 _SK_CAPACITY = ["boost_rate", "tree_limits:bold", "max_depth:bold", "C:bold", "alpha:bold", "gamma",
-                "n_neighbors", "stronger_estimator", "max_iter", "n_estimators"]
+                "n_neighbors", "var_smoothing:bold", "stronger_estimator", "max_iter", "n_estimators"]
 PLANS: dict[str, list[str]] = {
     "diverged": ["learning_rate:x0.1", "optimizer", "batchnorm", "learning_rate:x0.01"],
     "stuck": ["optimizer", "learning_rate", "activation", "learning_rate:x10", "less_dropout:bold", "batchnorm",
@@ -97,7 +97,7 @@ FLAWS: dict[str, list[str]] = {
 FLAWS_NOT_CONVERGED_UNDERFIT = ["max_iter:bold", "C:bold", "alpha:bold"]
 # rules whose step has a bold size (Context.bold): filters x4 instead of x2, C x100 instead of x10
 STEPPED = {"epochs", "filters", "dense_units", "units", "less_dropout", "C", "n_estimators", "max_iter",
-           "alpha", "gamma_step", "l2", "max_depth", "tree_limits", "hidden_layer_sizes"}
+           "alpha", "gamma_step", "l2", "max_depth", "tree_limits", "hidden_layer_sizes", "var_smoothing"}
 # variant -> the Context fields it sets
 VARIANTS = {"": {}, "bold": {"bold": True}, "x0.1": {"lr_scale": 0.1}, "x0.01": {"lr_scale": 0.01},
             "x10": {"lr_scale": 10.0}}

@@ -206,6 +206,8 @@ EXPECTED = {
         ['net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 8), max_iter=50, random_state=0, alpha=1e-05)']),
     ('sklearn_mlp', 'hidden_layer_sizes'): (['HIDDEN = 16', 'net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 8), max_iter=50, random_state=0)'],
         ['HIDDEN = 32', 'net = MLPClassifier(hidden_layer_sizes=(HIDDEN, 16), max_iter=50, random_state=0)']),
+    ('sklearn_nb', 'var_smoothing'): (["model = GaussianNB()  # the library's smoothing"],
+        ["model = GaussianNB(var_smoothing=1e-07)  # the library's smoothing"]),
     ('sklearn_svc', 'C'): (['C = 0.5'],
         ['C = 5.0']),
     ('sklearn_svc', 'gamma'): (['GAMMA = 0.5  # far too large for these features'],
@@ -340,6 +342,7 @@ INTENT = {
     "knn_weights": _sk("weights", lambda a, b: b == "distance"),
     "hidden_layer_sizes": _sk("hidden_layer_sizes", lambda a, b: numbers([b]) == [2 * x for x in numbers([a])]),
     "criterion": _sk("criterion", lambda a, b: b == "entropy"),
+    "var_smoothing": lambda o, n: n[1]["GaussianNB.var_smoothing"] == [pytest.approx(1e-7)],
     "boost_rate": _sk("learning_rate", lambda a, b: b == pytest.approx(10 * a)),
     "activation": lambda o, n: _activations(n).count("relu") == _activations(o).count("relu") + 1
     and _activations(n).count("softmax") == _activations(o).count("softmax"),   # never the output
@@ -629,9 +632,9 @@ def test_make_tweak_says_when_no_tweak_is_left(workspace):
 
 
 def test_make_tweak_says_when_no_rule_applies_to_the_script(workspace):
-    """A GaussianNB has none of the settings the rules change: the line says so, not that
-    every move was tried."""
-    source = ("from sklearn.naive_bayes import GaussianNB\nclf = GaussianNB()\nclf.fit(X, y)\n"
+    """A NearestCentroid has none of the settings the rules change: the line says so, not
+    that every move was tried."""
+    source = ("from sklearn.neighbors import NearestCentroid\nclf = NearestCentroid()\nclf.fit(X, y)\n"
               "print(clf.score(Xt, yt))\n")
     workspace.checkout.write_text(source)
     state.update_run(workspace.cfg, MODEL_TYPE="sklearn")

@@ -66,6 +66,7 @@ RNN = src('''\
 ''')
 FOREST = "from sklearn.ensemble import RandomForestClassifier\nclf = RandomForestClassifier(n_estimators=200)\n"
 LOGREG = "from sklearn.linear_model import LogisticRegression\nclf = LogisticRegression(max_iter=50)\n"
+NB = "from sklearn.naive_bayes import GaussianNB\nclf = GaussianNB(var_smoothing=0.001)\n"
 SK_MLP = "from sklearn.neural_network import MLPClassifier\nclf = MLPClassifier(hidden_layer_sizes=(3, 8))\n"
 SVC = (ROOT / "bench" / "models" / "sk_svc.py").read_text()   # the pipeline form: Pipeline([... SVC(...)])
 SVC_LINE = '''model = Pipeline([("scale", StandardScaler()), ("svc", SVC(C={}, gamma={}))])'''
@@ -86,6 +87,8 @@ BOLD_CASES = [
     ("max_iter", LOGREG, ("max_iter 50→250", "clf = LogisticRegression(max_iter=250)"),
      ("max_iter 50→1000", "clf = LogisticRegression(max_iter=1000)")),
     ("C", SVC, ("C 0.002→0.02", SVC_LINE.format(0.02, 0.5)), ("C 0.002→0.2", SVC_LINE.format(0.2, 0.5))),
+    ("var_smoothing", NB, ("var_smoothing 0.001→0.1", "clf = GaussianNB(var_smoothing=0.1)"),
+     ("var_smoothing 0.001→1.0", "clf = GaussianNB(var_smoothing=1.0)")),
     ("hidden_layer_sizes", SK_MLP, ("hidden units x2", "clf = MLPClassifier(hidden_layer_sizes=(6, 16))"),
      ("hidden units x4", "clf = MLPClassifier(hidden_layer_sizes=(12, 32))")),
     ("hidden_layer_sizes", SK_MLP.replace("hidden_layer_sizes=(3, 8)", "max_iter=50"),
