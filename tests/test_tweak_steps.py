@@ -293,12 +293,19 @@ COMPILE = textwrap.dedent('''
 ''')
 
 
+def in_keras(code: str, stdin: str, legacy: bool = False) -> str:
+    """Run `code` in a fresh Python with real Keras (Keras 2: tf_keras under
+    TF_USE_LEGACY_KERAS=1), `stdin` on its input; its last line of output."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1" if legacy else "0"}
+    result = subprocess.run([sys.executable, "-c", code], input=stdin, capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
 def test_the_rewritten_optimizers_compile_with_keras():
     sources = [rules.apply("learning_rate", s, scaled(10)) for s in (KERAS, TF_KERAS, LAYERS_IMPORT, BARE)]
-    result = subprocess.run([sys.executable, "-c", COMPILE], input=json.dumps(sources), capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == [
+    assert json.loads(in_keras(COMPILE, json.dumps(sources))) == [
         ["SGD", 0.1], ["RMSprop", 0.01], ["SGD", 0.1], ["Adam", 0.01]]
 
 
@@ -475,11 +482,7 @@ def test_the_augmented_models_build_with_the_shifts_before_the_first_convolution
         if legacy:
             new = new.replace("from keras.", "from tf_keras.")
         sources.append(new)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1" if legacy else "0"}
-    result = subprocess.run([sys.executable, "-c", AUGMENTED_BUILD], input=json.dumps(sources), capture_output=True,
-                            text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    firsts = json.loads(result.stdout.strip().splitlines()[-1])
+    firsts = json.loads(in_keras(AUGMENTED_BUILD, json.dumps(sources), legacy))
     assert [f[0] for f in firsts] == ["RandomTranslation"] * len(fixtures)
     assert all(f[1] in ("Conv2D", "Rescaling") for f in firsts), firsts
 
@@ -503,8 +506,4 @@ def test_a_simple_rnn_becomes_a_gru_that_builds_with_the_same_arguments(legacy):
     new = new[:new.index("model.compile(")]
     if legacy:
         new = new.replace("from keras.", "from tf_keras.")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1" if legacy else "0"}
-    result = subprocess.run([sys.executable, "-c", GATED_BUILD], input=new, capture_output=True, text=True,
-                            timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["GRU", "Dense"]
+    assert in_keras(GATED_BUILD, new, legacy).split() == ["GRU", "Dense"]
