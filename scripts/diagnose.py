@@ -239,9 +239,10 @@ def _sklearn(metrics: dict, target: float, accuracy: float | None) -> Diagnosis:
              "classes": metrics.get("classes")}
     predicted, classes = metrics.get("predicted_classes"), metrics.get("classes")
     # a solver that also stopped early: its iterations are off too (MLPClassifier(max_iter=10))
-    stopped = "; the solver did not converge either" if metrics.get("not_converged") else ""
+    stopped = ""
     if metrics.get("not_converged"):
         facts["not_converged"] = True
+        stopped = "; the solver did not converge either"
     if predicted == 1 and (classes or 2) > 1:
         return Diagnosis("one-class", f"it predicts one class only (of {classes or 'several'}): "
                                       f"a regulariser far too strong or too little capacity{stopped}", facts)
