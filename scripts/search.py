@@ -23,6 +23,9 @@ edits. Deterministic for a given history (a rerun proposes the same thing).
    again, but a result within NOISE of its parent promotes the same rule's bold step;
    training longer that gained nothing (it continued from the parent's weights: the
    curve has flattened) sends the epochs moves to the end of that parent's plan instead;
+   a capacity rule whose last step on the way to the parent gained less than WEAK_GAIN
+   (filters 3→12: +0.016) has diminishing returns: the other kinds of capacity (another
+   conv block, a dense layer, units) come before its next step;
    at chance, a flaw fix that left the model at chance is inconclusive, not worse (a few
    epochs can be too few for any setting to show): it is tried again trained longer;
    once STALL moves from one parent gave nothing, or the single moves are used up,
@@ -52,6 +55,7 @@ STALL = 3                 # moves from one parent without a gain before pairs ar
 MIN_EPOCH_STEP = 2        # "train longer" adds at least this many epochs
 BUDGET_SHARE = 0.5        # an epochs move may spend at most this share of the remaining time
 PAIR_FROM = 5             # pairs are made of the first this-many applicable moves of the plan
+WEAK_GAIN = 3 * NOISE    # a capacity step that gained less than this had diminishing returns
 FAILED_GAIN = -0.10       # gain booked for a failed attempt
 STOPPED_GAIN = -0.05      # ... for one stopped early without an accuracy
 
@@ -92,6 +96,7 @@ FLAWS: dict[str, list[str]] = {
     "stuck": _FLAWS, "underfit": _FLAWS, "plateau": _FLAWS, "rising": [],
     "one-class": ["C:bold", "gamma_step:bold", "alpha:bold"],
 }
+CAPACITY_RULES = {m.split(":")[0] for m in _CAPACITY_BOLD + _CAPACITY + _SK_CAPACITY}
 # a solver that stopped early on a model that cannot fit its own training data either: the
 # iterations and the regulariser are both off, fixed in one attempt
 FLAWS_NOT_CONVERGED_UNDERFIT = ["max_iter:bold", "C:bold", "alpha:bold"]
@@ -202,8 +207,33 @@ def plan(kind: str, applicable: list[str], history: list[dict], parent: int | No
     if flattened:
         longer = [m for m in moves if m.split(":")[0] == "epochs"]
         moves = [m for m in moves if m not in longer] + longer
+    weak = diminishing(history, parent, chance)
+    others = [i for i, m in enumerate(moves) if m.split(":")[0] in CAPACITY_RULES - weak]
+    if weak and others:                     # after the other kinds of capacity
+        at = others[-1] + 1
+        later = [m for m in moves[:at] if m.split(":")[0] in weak]
+        moves = [m for m in moves[:at] if m not in later] + later + moves[at:]
     hurt = {m for m, g in mean_gains(history, chance).items() if g < -NOISE}
     return [m for m in moves if m not in hurt] + [m for m in moves if m in hurt]
+
+
+def diminishing(history: list[dict], parent: int | None, chance: float | None = None) -> set[str]:
+    """The capacity rules whose last step on the way to `parent` (its lineage) gained
+    less than WEAK_GAIN: x2 filters again after 3→12 gave +0.016 is the same direction
+    at diminishing returns, where depth (a conv block) or a dense layer has not been
+    tried. A step between two models at chance counts as no gain (at_chance)."""
+    accuracy = _accuracies(history)
+    last: dict[str, float] = {}
+    for record in lineage(history, parent):
+        gain = gain_of(record, accuracy)
+        if gain is None:
+            continue
+        if at_chance(record, accuracy, chance):
+            gain = 0.0
+        for part in str(move_of(record) or "").split("+"):
+            if part.split(":")[0] in CAPACITY_RULES:
+                last[part.split(":")[0]] = gain
+    return {rule_id for rule_id, gain in last.items() if gain < WEAK_GAIN}
 
 
 def epochs_for(metrics: dict | None, facts: dict, remaining_s: float | None) -> int | None:

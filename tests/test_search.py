@@ -189,6 +189,20 @@ def test_underfit_without_a_flaw_grows_capacity_boldly():
     assert c.diagnosis == "underfit" and c.move == "filters:bold" and "Conv2D(16, 3" in c.source
 
 
+def test_a_capacity_step_with_diminishing_returns_gives_way_to_another_kind_of_capacity():
+    """filters 4→16 was kept but gained 0.016: on the new best, another conv block comes
+    before yet more filters; where the same step had gained 0.2, more filters again."""
+    wider = CNN_ADAM.replace("Conv2D(4, 3", "Conv2D(16, 3")
+    underfit = curve([(2.0, 0.30, 0.31), (1.9, 0.32, 0.31), (1.88, 0.325, 0.315), (1.87, 0.33, 0.316)])
+    for gain, expected in ((0.016, "conv_block"), (0.2, "filters:bold")):
+        history = [base(CNN_ADAM, 0.30), {**child(2, "filters:bold", 0.30 + gain, outcome="kept"),
+                                          "source_hash": state.source_hash(wider)}]
+        found = search.propose(wider, "cnn", history, 2, underfit, 0.9, counter=1, k=20)
+        assert found[0].diagnosis == "underfit" and found[0].move == expected, (gain, found[0].move)
+        assert "filters:bold" in [c.move for c in found]      # later, never out
+        assert expected != "conv_block" or 'Conv2D(32, 3, padding="same"' in found[0].source
+
+
 def test_overfit_adds_regularisation():
     metrics = curve([(1.0, 0.6, 0.55), (0.5, 0.85, 0.62), (0.2, 0.97, 0.64), (0.1, 0.99, 0.64)])
     c = first(CNN_ADAM, "cnn", [base(CNN_ADAM, 0.64)], metrics)
