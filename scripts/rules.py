@@ -708,8 +708,11 @@ def _tune(s: Script, classes: set[str], param: str, change: Callable, default=No
         new = change(value)
         return max(new, floors[cls]) if new is not None and cls in (floors or {}) else new
 
+    grids, searched = _grid_entries(s, classes, param)
     label = None
     for call in s.layers(classes):
+        if id(call) in searched:
+            continue    # its search's grid sets `param`: the grid is what to change
         a = s.arg(call, None, param)
         if a is None:
             current = (absent_default or {}).get(class_name(call), default)
@@ -729,7 +732,73 @@ def _tune(s: Script, classes: set[str], param: str, change: Callable, default=No
             continue
         old, new = s.set_number(literal, new)
         label = label or f"{param} {old}→{new}"
+    for values, cls in grids:
+        olds, news = [], []
+        for literal in values:
+            new = step(s.value(literal), cls)
+            old, new = s.set_number(literal, new) if new is not None else (s.value(literal), s.value(literal))
+            olds.append(old)
+            news.append(new)
+        if olds != news:
+            label = label or f"{param} grid {_listed(olds)}→{_listed(news)}"
     return label
+
+
+# hyper-parameter searches: their grid (or distributions) sets the estimator's parameters
+SEARCHES = {"GridSearchCV", "RandomizedSearchCV", "HalvingGridSearchCV", "HalvingRandomSearchCV"}
+# scipy.stats distributions whose positional numbers all scale with a multiplicative step
+SCALABLE = {"loguniform", "reciprocal", "uniform", "randint"}
+
+
+def _listed(values: list) -> str:
+    return str(values[0]) if len(values) == 1 else "[" + ", ".join(str(v) for v in values) + "]"
+
+
+def _grid_entries(s: Script, classes: set[str], param: str) -> tuple[list[tuple[list, str]], set[int]]:
+    """Where a search (GridSearchCV, RandomizedSearchCV, ...) over an estimator of `classes`
+    sets `param` ("C", or "svc__C" in a pipeline's grid): the number literals of each
+    such grid entry (a list of values, or a loguniform/uniform/randint's bounds) with the
+    estimator class they are for; and the ids of the estimator calls such a grid sets
+    `param` of, whose own keyword the search overrides. A grid entry that is not a
+    literal list of numbers is left alone (and so is the estimator's keyword)."""
+    grids, searched = [], set()
+    for search in s.layers(SEARCHES):
+        estimator, grid = s.arg(search, 0, "estimator"), (s.arg(search, 1, "param_grid")
+                                                          or s.arg(search, 1, "param_distributions"))
+        if estimator is None or grid is None:
+            continue
+        inside = _calls_under(s, s.resolve(estimator.value))
+        mine = [c for c in inside if class_name(c) in classes]
+        holder = s.resolve(grid.value)
+        dicts = [holder] if isinstance(holder, cst.Dict) else \
+            [s.resolve(el.value) for el in holder.elements] if isinstance(holder, (cst.List, cst.Tuple)) else []
+        for d in dicts:
+            for el in (d.elements if isinstance(d, cst.Dict) else []):
+                key = getattr(el.key, "evaluated_value", None) if isinstance(el, cst.DictElement) else None
+                if not mine or not isinstance(key, str) or key.rsplit("__", 1)[-1] != param:
+                    continue
+                searched.update(id(c) for c in mine)
+                values = s.numbers(el.value)
+                value = s.resolve(el.value)
+                if not values and isinstance(value, cst.Call) and class_name(value) in SCALABLE \
+                        and value.args and all(a.keyword is None for a in value.args):
+                    found = [s.number(a.value) for a in value.args]
+                    values = found if all(x is not None for x in found) else []
+                if values and all(not isinstance(s.value(x), bool) for x in values):
+                    grids.append((values, class_name(mine[0])))
+    return grids, searched
+
+
+def _calls_under(s: Script, node) -> list[cst.Call]:
+    """The calls in the expression `node` (itself included): a pipeline's steps."""
+    out = []
+    for call in s.calls:
+        current = call
+        while current is not None and current is not node:
+            current = s.parent.get(id(current))
+        if current is node:
+            out.append(call)
+    return out
 
 
 @rule("stronger_estimator", "estimator → stronger", "sklearn")
@@ -844,7 +913,10 @@ def less_alpha(s: Script) -> str | None:
 def gamma_scale(s: Script) -> str | None:
     """A hand-set numeric gamma back to "scale" (1 / (n_features * X.var()))."""
     label = None
+    searched = _grid_entries(s, SVMS, "gamma")[1]
     for call in s.layers(SVMS):
+        if id(call) in searched:
+            continue
         literal = s.number(getattr(s.arg(call, None, "gamma"), "value", None))
         if literal is not None and id(literal) not in s.changed:
             s.changed[id(literal)] = "scale"
@@ -895,7 +967,10 @@ def distance_weights(s: Script) -> str | None:
 def _switch_string(s: Script, classes: set, kwarg: str, old: str, new: str) -> str | None:
     """Set a string keyword argument from `old` (or absent, the default) to `new`."""
     label = None
+    searched = _grid_entries(s, classes, kwarg)[1]
     for call in s.layers(classes):
+        if id(call) in searched:
+            continue    # the search's grid sets it
         a = s.arg(call, None, kwarg)
         value = s.resolve(a.value) if a is not None else None
         if a is None:
@@ -913,7 +988,10 @@ def wider_mlp(s: Script) -> str | None:
     """Twice the hidden units of an MLPClassifier/Regressor (default (100,)); bold: x4."""
     factor = 4 if s.context.bold else 2
     label = None
+    searched = _grid_entries(s, {"MLPClassifier", "MLPRegressor"}, "hidden_layer_sizes")[1]
     for call in s.layers({"MLPClassifier", "MLPRegressor"}):
+        if id(call) in searched:
+            continue
         a = s.arg(call, None, "hidden_layer_sizes")
         if a is None:
             s.replace(call, s.with_kwarg(call, "hidden_layer_sizes", f"({100 * factor},)"))

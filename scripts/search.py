@@ -279,7 +279,24 @@ def _apply(moves: list[str], source: str, counter: int, epochs: int | None):
             return None
         source = result.source
         labels.append(result.label)
-    return source, " + ".join(labels)
+    return source, " + ".join(merged(labels))
+
+
+def merged(labels: list[str]) -> list[str]:
+    """Two steps of one setting in one attempt as one change: "C 0.0001→0.01" then
+    "C 0.01→1.0" is "C 0.0001→1.0"."""
+    out: list[str] = []
+    for label in labels:
+        before, _, after = label.rpartition("→")
+        for i, earlier in enumerate(out):
+            start, _, end = earlier.rpartition("→")
+            head = before[:-len(end)] if end and before.endswith(end) else ""
+            if head.endswith(" ") and start.startswith(head):
+                out[i] = f"{start}→{after}"
+                break
+        else:
+            out.append(label)
+    return out
 
 
 def propose(source: str, model_type: str, history: list[dict], parent: int | None,
@@ -319,6 +336,7 @@ def propose(source: str, model_type: str, history: list[dict], parent: int | Non
     pairs = _pairs(singles)
     fixes = [m for m in flaws(flaw_moves(found), source, counter, epochs) if m not in undoes]
     order = ([fixes] if len(fixes) >= 2 else []) + longer_at_chance(found, here, accuracy_of, chance) + \
+            further_when_one_class(found, here, accuracy_of) + \
             ([[m] for m in singles] if not stalled else []) + [list(p) for p in pairs] + \
             ([[m] for m in singles] if stalled else [])
     for moves in order:
@@ -344,6 +362,32 @@ def longer_at_chance(found: diagnose.Diagnosis, here: list[dict], accuracy: dict
         if parts[0] and all(p.split(":")[0] in flawed for p in parts) and \
                 record.get("outcome") != "failed" and at_chance(record, accuracy, chance):
             out.append(parts + [longer])
+    return out
+
+
+# the steps of a one-class plan that go further the same way when repeated (C x100 again)
+ONE_CLASS_STEPS = {m for m in PLANS["one-class"] + FLAWS["one-class"] + ["max_iter:bold"]
+                   if m.split(":")[0] in STEPPED}
+
+
+def further_when_one_class(found: diagnose.Diagnosis, here: list[dict], accuracy: dict) -> list[list[str]]:
+    """A model that predicts one class and still did after a step of its regulariser
+    (its accuracy unchanged, within NOISE) went the right way too short, not the wrong
+    way: C 1e-4 → 0.01 (and gamma 1.0 → 0.01) is still all one class on raw pixels. The
+    same steps again on top, one more round each time (C → 1.0, gamma → 1e-4), before
+    the next single move; the rules' own limits end it."""
+    if found.kind != "one-class":
+        return []
+    out = []
+    for record in here:
+        parts = str(move_of(record) or "").split("+")
+        gain = gain_of(record, accuracy)
+        if record.get("outcome") == "failed" or gain is None or abs(gain) > NOISE:
+            continue
+        unit = next(parts[:n] for n in range(1, len(parts) + 1)
+                    if len(parts) % n == 0 and parts == parts[:n] * (len(parts) // n))
+        if all(p in ONE_CLASS_STEPS for p in unit):
+            out.append(parts + unit)
     return out
 
 

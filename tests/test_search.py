@@ -382,13 +382,31 @@ def test_a_result_within_noise_promotes_the_bold_step_of_the_same_rule():
     assert c.move == "C:bold" and "C=0.2" in c.source
 
 
-def test_stalled_single_moves_lead_to_a_pair_in_one_attempt():
+def test_a_step_that_left_a_model_predicting_one_class_is_taken_again_further():
+    """C 0.002→0.2 with gamma 0.5→0.005 left the SVC predicting one class, accuracy
+    unchanged: the same steps again on top (one change per setting in the label), then
+    one more round; a step that changed the accuracy is not repeated this way."""
     metrics = {"framework": "sklearn", "scores": [0.1], "predicted_classes": 1, "classes": 10}
-    history = [base(SVC, 0.1)] + [child(n, m, 0.1) for n, m in
-                                  enumerate(["C:bold+gamma_step:bold", "C:bold", "gamma_step:bold", "gamma"], 2)]
+    history = [base(SVC, 0.1), child(2, "C:bold+gamma_step:bold", 0.1)]
     c = first(SVC, "sklearn", history, metrics, target=0.95)
-    assert c.move == "C:bold+gamma"         # the next pair of the plan's first moves
-    assert "C=0.2" in c.source and ("gamma='scale'" in c.source or 'gamma="scale"' in c.source)
+    assert c.move == "C:bold+gamma_step:bold+C:bold+gamma_step:bold"
+    assert "SVC(C=20.0, gamma=5e-05)" in c.source and c.label == "C 0.002→20.0 + smaller gamma 0.5→5e-05"
+    history.append(child(3, c.move, 0.1))
+    assert first(SVC, "sklearn", history, metrics, target=0.95).move.count("C:bold") == 3
+    moved = [base(SVC, 0.1), child(2, "C:bold+gamma_step:bold", 0.6)]
+    assert first(SVC, "sklearn", moved, metrics, target=0.95).move.count("C:bold") < 2
+
+
+def test_stalled_single_moves_lead_to_a_pair_in_one_attempt():
+    """Below target on all ten classes: C x10, gamma → scale and gamma ÷10 each gave
+    nothing; their bold steps come first, and once three moves stalled, the first two
+    together in one attempt."""
+    metrics = {"framework": "sklearn", "scores": [0.5], "predicted_classes": 10, "classes": 10}
+    history = [base(SVC, 0.5)] + [child(n, m, 0.5) for n, m in enumerate(["C", "gamma", "gamma_step"], 2)]
+    c = first(SVC, "sklearn", history, metrics, target=0.95)
+    assert c.diagnosis == "below-target" and c.move == "gamma_step:bold+C:bold"
+    assert "SVC(C=0.2, gamma=0.005)" in c.source
+    assert first(SVC, "sklearn", history[:3], metrics, target=0.95).move == "C:bold"   # no stall yet
 
 
 def test_a_move_tried_on_the_parent_is_not_tried_there_again_but_is_on_a_new_best():

@@ -405,6 +405,41 @@ def test_gamma_step_divides_a_numeric_gamma_and_keeps_the_scale_rule():
     assert rules.apply("gamma_step", SVC.replace(", gamma=0.5", "")) is None
 
 
+GRID = src('''\
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.svm import SVC
+    search = GridSearchCV(SVC(C=5.0, gamma=0.5), {"C": [0.0001, 0.001], "kernel": ["rbf"]}, cv=3)
+''')
+
+
+def test_a_search_grid_is_stepped_where_it_sets_the_parameter_and_the_estimator_where_it_does_not():
+    """GridSearchCV sets C from its grid: SVC(C=5.0) is not what the model gets, so C's
+    step shifts the grid; gamma is not in the grid, so the estimator's own is changed."""
+    assert tweaked("C", GRID, BOLD) == ("C grid [0.0001, 0.001]→[0.01, 0.1]", [
+        'search = GridSearchCV(SVC(C=5.0, gamma=0.5), {"C": [0.01, 0.1], "kernel": ["rbf"]}, cv=3)'])
+    assert tweaked("gamma_step", GRID)[1] == [
+        'search = GridSearchCV(SVC(C=5.0, gamma=0.05), {"C": [0.0001, 0.001], "kernel": ["rbf"]}, cv=3)']
+    # a pipeline's grid ("svc__gamma"), named, as a list of grids; a distribution's bounds
+    piped = src('''\
+        from scipy.stats import loguniform
+        from sklearn.model_selection import RandomizedSearchCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import SVC
+        pipe = make_pipeline(StandardScaler(), SVC(gamma=0.5))
+        grid = [{"svc__gamma": [1.0, 10.0]}]
+        search = RandomizedSearchCV(pipe, param_distributions={"svc__C": loguniform(1e-4, 1e-3)}, n_iter=4)
+    ''')
+    assert tweaked("C", piped, BOLD)[1] == [
+        'search = RandomizedSearchCV(pipe, param_distributions={"svc__C": loguniform(0.01, 0.1)}, n_iter=4)']
+    gridded = piped.replace('param_distributions={"svc__C": loguniform(1e-4, 1e-3)}', "grid")
+    assert tweaked("gamma_step", gridded, BOLD) == ("smaller gamma grid [1.0, 10.0]→[0.01, 0.1]",
+                                                    ['grid = [{"svc__gamma": [0.01, 0.1]}]'])
+    assert rules.apply("gamma", gridded) is None     # the grid overrides SVC(gamma=0.5)
+    # a grid the rules cannot read: neither it nor the estimator it overrides is changed
+    assert rules.apply("C", GRID.replace("[0.0001, 0.001]", "np.logspace(-4, -3, 2)")) is None
+
+
 def test_relu_replaces_sigmoid_and_tanh_in_hidden_layers_never_in_an_output_or_a_recurrent_layer():
     binary = src('''\
         import keras
