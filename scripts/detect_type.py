@@ -19,7 +19,9 @@ The runtime the script needs is told from the source too (MODEL_RUNTIME):
            ImageDataGenerator, keras.wrappers.scikit_learn, fit_generator and the other
            *_generator methods, predict_classes, `lr=` on an optimizer, `nb_epoch=`,
            `import tf_keras`, tf.keras.optimizers.legacy, TF1 sessions (set_session,
-           tf.compat.v1.Session)
+           tf.compat.v1.Session), layers.experimental(.preprocessing), keras.preprocessing.text,
+           the *.experimental modules, DenseFeatures, the backend math Keras 3 dropped
+           (K.mean, K.set_value, K.int_shape, ...)
   keras3   any other Keras script
   sklearn  scikit-learn without Keras
 
@@ -69,13 +71,20 @@ FIT_CALLS = {"fit", "fit_generator"}
 KERAS2_MODULES = ("keras.utils.np_utils", "keras.layers.convolutional", "keras.layers.core",
                   "keras.layers.normalization", "keras.layers.embeddings", "keras.layers.recurrent",
                   "keras.layers.pooling", "keras.layers.merge", "keras.layers.advanced_activations",
-                  "keras.layers.wrappers", "keras.layers.noise", "keras.wrappers",
+                  "keras.layers.wrappers", "keras.layers.noise", "keras.wrappers.scikit_learn",
+                  "keras.layers.experimental", "keras.preprocessing.text", "keras.layers.DenseFeatures",
+                  "keras.experimental", "keras.optimizers.experimental", "keras.estimator",
                   "keras.preprocessing.image.ImageDataGenerator", "keras.optimizers.legacy",
                   "keras.backend.set_session", "keras.backend.get_session", "keras_preprocessing",
                   "tf_keras", "tensorflow.python.keras", "tensorflow.compat.v1.Session",
                   "tensorflow.compat.v1.InteractiveSession", "tensorflow.compat.v1.keras",
                   "tensorflow.compat.v1.disable_eager_execution", "tensorflow.compat.v1.disable_v2_behavior",
                   "tensorflow.Session", "tensorflow.InteractiveSession")
+# what Keras 3's keras.backend still has: any other keras.backend.X (K.mean, K.set_value,
+# K.int_shape, K.function of Keras 2's backend math) is Keras 2's
+KERAS3_BACKEND = {"backend", "clear_session", "epsilon", "floatx", "get_uid", "image_data_format",
+                  "is_float_dtype", "is_int_dtype", "is_keras_tensor", "result_type", "set_epsilon",
+                  "set_floatx", "set_image_data_format", "standardize_dtype"}
 KERAS2_METHODS = {"fit_generator", "evaluate_generator", "predict_generator", "predict_classes"}
 # optimizer classes (lower case: Keras 2 also had `optimizers.adam`) whose `lr=` is Keras 2's
 OPTIMIZERS = {"adam", "adamw", "nadam", "adamax", "rmsprop", "sgd", "adagrad", "adadelta", "ftrl"}
@@ -144,6 +153,9 @@ class Uses(ast.NodeVisitor):
             if name == "tensorflow.keras" or name.startswith("tensorflow.keras."):
                 name = "keras" + name[len("tensorflow.keras"):]
             found |= {p for p in KERAS2_MODULES if name == p or name.startswith(p + ".")}
+            parts = name.split(".")
+            if parts[:2] == ["keras", "backend"] and len(parts) > 2 and parts[2] not in KERAS3_BACKEND:
+                found.add(".".join(parts[:3]))
         return found
 
 

@@ -133,6 +133,11 @@ KERAS2_SNIPPETS = {
     "set_session": "import tensorflow as tf\nfrom keras import backend as K\nK.set_session(sess)\n",
     "compat.v1 session": "import tensorflow as tf\nsess = tf.compat.v1.Session()\n",
     "tf1 as compat": "import tensorflow.compat.v1 as tf\nsess = tf.Session()\n",
+    "layers.experimental": "from tensorflow import keras\nkeras.layers.experimental.preprocessing.Rescaling(1 / 255)\n",
+    "preprocessing.text": "from keras.preprocessing.text import Tokenizer\n",
+    "optimizers.experimental": "import tensorflow as tf\ntf.keras.optimizers.experimental.AdamW()\n",
+    "backend math": "import keras\nfrom keras import backend as K\nK.mean(K.equal(y, p))\n",
+    "backend set_value": "import tensorflow.keras.backend as K\nK.set_value(model.optimizer.lr, 0.01)\n",
 }
 
 
@@ -147,6 +152,8 @@ def test_a_keras_2_only_import_or_api_makes_the_script_keras2(source):
     "from tensorflow.keras.layers import Conv2D\nfrom tensorflow.keras.utils import image_dataset_from_directory\n",
     "import keras\n# model.fit_generator(gen), Adam(lr=0.1) in a comment\nx = 'keras.utils.np_utils'\n",
     "import keras\nfrom sklearn.model_selection import train_test_split\nlr = 0.1\nkeras.optimizers.SGD(learning_rate=lr)\n",
+    "import keras\nfrom keras import backend as K\nK.clear_session()\nK.image_data_format()\n",
+    "import keras\nclf = keras.wrappers.SKLearnClassifier(model=build)\n",
 ])
 def test_a_keras_3_script_is_keras3(source):
     assert detect_type.runtime_of(source) == "keras3"
