@@ -9,7 +9,8 @@ says, in one readable line, what the model lacks; `search.py` lets that rank the
 Keras, in this order (the first that holds):
 
   diverged   a loss is NaN/inf, or the loss ended far above its best   → a smaller learning rate
-  stuck      accuracy at chance (near 1/classes, near_chance) or the
+  stuck      accuracy at chance (near 1/classes, near_chance; or an accuracy
+             that did not move at all: one class predicted, at its share) or the
              loss did not move                                         → optimizer and learning rate, then capacity
                                                                          (after 1-2 epochs: 4x the epochs before capacity)
   overfit    training accuracy far above validation (> GAP_OVERFIT), or
@@ -131,13 +132,28 @@ def forecast(points: list[tuple[int, float]], target: float) -> int | None:
 
 
 def chance_of(metrics: dict) -> float | None:
-    """1 / the number of classes, where the harness recorded the model's outputs."""
+    """1 / the number of classes, where the harness recorded the model's outputs; where
+    the model predicts one class for everything (one_class_share) and that class holds
+    more than 1 / classes of the data, that share (a binary model at 0.75 on data
+    three-quarters negative has learnt nothing)."""
     n = metrics.get("classes") or metrics.get("outputs")
-    if isinstance(n, int) and n >= 2:
-        return 1.0 / n
-    if n == 1:
-        return 0.5   # one sigmoid unit: two classes
-    return None
+    chance = 1.0 / n if isinstance(n, int) and n >= 2 else 0.5 if n == 1 else None   # one sigmoid: two classes
+    share = one_class_share(metrics)
+    return max(chance, share) if chance is not None and share is not None else chance
+
+
+def one_class_share(metrics: dict) -> float | None:
+    """The held-out accuracy of a fit whose training and held-out accuracy did not move at
+    all from its first epoch to its last (two or more epochs, the training accuracy below
+    MEMORISED, the loss moving): a model predicting the same class for every input scores
+    that class's share of the data every epoch. None otherwise."""
+    fit = last_fit(metrics)
+    train, val = [_acc(e) for e in fit], [_acc(e, "val_") for e in fit]
+    losses = [e.get("loss") for e in fit]
+    if len(fit) < 2 or None in train or None in val or len({round(a, 9) for a in train}) > 1 \
+            or len({round(a, 9) for a in val}) > 1 or train[0] >= MEMORISED or len(set(losses)) < 2:
+        return None
+    return val[-1]
 
 
 def near_chance(chance: float) -> float:
@@ -198,6 +214,9 @@ def _keras(metrics: dict, target: float, accuracy: float | None) -> Diagnosis:
         facts["chance"] = round(chance, 4)
         if n <= SHORT_FIT:   # it may just not have trained long enough (search.py)
             facts["forecast_epochs"] = max(4 * n, 4)
+        if one_class_share(metrics) is not None:
+            return Diagnosis("stuck", f"accuracy {held_out:.2f} did not move in {n} epochs: it predicts one class "
+                                      f"for every input", facts)
         return Diagnosis("stuck", f"accuracy {best:.2f} is at chance ({chance:.2f}) after {n} epoch(s)", facts)
     if flat and (best is None or best < max(0.3, target / 2)):
         return Diagnosis("stuck", f"the loss barely moved ({losses[0]:.3g} → {losses[-1]:.3g}) in {n} epochs", facts)

@@ -50,6 +50,21 @@ def test_at_chance_means_near_chance_for_any_number_of_classes(classes, rows, st
     assert (d.kind == "stuck") is stuck, d.line
 
 
+def test_an_accuracy_that_never_moves_is_one_class_predicted_at_its_share():
+    """One sigmoid unit on data 70% negative: 0.702 held out every epoch while the loss
+    creeps down is a model answering "no" to everything, not one that has learnt 0.70:
+    stuck, with the class's share as chance (a fix that leaves it there is noise)."""
+    rows = [(0.62, 0.6993, 0.7022), (0.618, 0.6993, 0.7022), (0.617, 0.6993, 0.7022)]
+    d = diagnose.diagnose(keras_metrics(rows, classes=1), 0.95)
+    assert d.kind == "stuck" and "predicts one class" in d.why and d.facts["chance"] == 0.7022
+    assert diagnose.chance_of(keras_metrics(rows, classes=1)) == pytest.approx(0.7022)
+    # it moved after its first epoch, or the training data is learnt by heart: not one class
+    for moved in ([(0.62, 0.69, 0.70), *rows[1:]], [(0.05, 1.0, 0.70), (0.04, 1.0, 0.70)]):
+        assert diagnose.one_class_share(keras_metrics(moved, classes=1)) is None
+        assert diagnose.chance_of(keras_metrics(moved, classes=1)) == 0.5
+    assert diagnose.one_class_share(keras_metrics(rows[:1], classes=1)) is None   # one epoch says nothing
+
+
 def test_a_flat_loss_is_stuck_without_knowing_the_classes():
     rows = [(1.398, 0.278, 0.233), (1.398, 0.281, 0.235), (1.397, 0.285, 0.245)]
     assert diagnose.diagnose(keras_metrics(rows), 0.6).kind == "stuck"
