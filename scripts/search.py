@@ -28,6 +28,8 @@ edits. Deterministic for a given history (a rerun proposes the same thing).
    conv block, a dense layer, units) come before its next step;
    at chance, a flaw fix that left the model at chance is inconclusive, not worse (a few
    epochs can be too few for any setting to show): it is tried again trained longer;
+   a scikit-learn model still predicting one class after a step of its regulariser
+   went the right way too short: the same steps again on top (C 1e-4 → 0.01 → 1.0);
    once STALL moves from one parent gave nothing, or the single moves are used up,
    pairs of the plan's first moves are tried in one attempt ("filters:bold+epochs").
    "No tweak left" only when singles, bold steps and pairs are all used up.
