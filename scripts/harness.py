@@ -1010,27 +1010,37 @@ def patch_keras() -> None:
     SafeDeadline = guarded(Deadline, "the time cap (TWEAKOPS_DEADLINE)")
     SafeEvaluateRecorder = guarded(EvaluateRecorder, "evaluate recording")
     class TornProofBackup(keras.callbacks.BackupAndRestore):
-        """BackupAndRestore that survives a kill in the middle of its own save: Keras
-        writes training_metadata.json in place, so a SIGKILL there leaves it torn (and
-        the checkpoint would start the attempt over). Then the previous backup pair
-        (double_checkpoint) is restored: one epoch redone, not all of them."""
+        """BackupAndRestore that survives a kill in the middle of its own save. Keras
+        writes training_metadata.json in place, so a SIGKILL there leaves it torn; it
+        falls back to the previous weights itself only when the weights file is torn and
+        a previous one exists. Here a torn metadata file also takes the previous backup
+        pair (double_checkpoint: one epoch redone, not all of them), and a save with no
+        good one before it (a kill in the first save) is removed, so the fit starts over
+        with its checkpoint on: left in place, every restart would find it torn again and
+        train without one, from the first epoch each time."""
 
         def on_train_begin(self, logs=None):
             try:
                 super().on_train_begin(logs)
-            except ValueError:   # json.JSONDecodeError: the metadata file is torn
-                prev_weights = getattr(self, "_prev_weights_path", None)
-                prev_meta = getattr(self, "_prev_training_metadata_path", None)
-                if prev_weights and prev_meta and os.path.exists(prev_weights) and os.path.exists(prev_meta):
-                    shutil.copyfile(prev_weights, self._weights_path)
-                    shutil.copyfile(prev_meta, self._training_metadata_path)
+                return
+            except (ValueError, OSError):   # torn metadata (JSONDecodeError), torn weights (h5)
+                pass
+            prev_weights = getattr(self, "_prev_weights_path", None)
+            prev_meta = getattr(self, "_prev_training_metadata_path", None)
+            if prev_weights and prev_meta and os.path.exists(prev_weights) and os.path.exists(prev_meta):
+                shutil.copyfile(prev_weights, self._weights_path)
+                shutil.copyfile(prev_meta, self._training_metadata_path)
+                try:
+                    self._load_model()
                     note("the checkpoint's last save was torn by a kill; resuming from the one before")
-                else:
-                    for path in (self._weights_path, self._training_metadata_path):
-                        if os.path.exists(path):
-                            os.remove(path)
-                    note("the checkpoint's only save was torn by a kill; this fit starts over")
-                self._load_model()
+                    return
+                except (ValueError, OSError):
+                    pass
+            for path in (self._weights_path, self._training_metadata_path, prev_weights, prev_meta):
+                if path and os.path.exists(path):
+                    os.remove(path)
+            self.model._initial_epoch = 0
+            note("the checkpoint's only save was torn by a kill; this fit starts over")
 
     SafeBackup = guarded(TornProofBackup if RUNTIME != "keras2" else keras.callbacks.BackupAndRestore,
                          "the checkpoint (BackupAndRestore)")

@@ -124,6 +124,26 @@ def test_a_checkpoint_torn_by_a_kill_mid_save_resumes_from_the_one_before(tmp_pa
     assert "Epoch 5/5" in result.stdout and "Epoch 1/5" not in result.stdout   # one epoch redone
 
 
+@pytest.mark.slow
+def test_a_checkpoint_whose_only_save_was_torn_starts_over_with_the_checkpoint_on(tmp_path):
+    """A kill in the first save leaves a weights file h5 cannot open and no backup before
+    it. The fit starts over, and keeps checkpointing: before, the checkpoint was off for
+    every restart after (the torn file stayed), each one training from the first epoch."""
+    env = kill_after_fit(tmp_path, epochs=3)
+    backup = next((tmp_path / "checkpoints").rglob("training_metadata.json")).parent
+    for torn in backup.iterdir():
+        torn.write_bytes(b"\x89HDF\r\n" if torn.suffix == ".h5" else b"")   # what the kill leaves
+    again = {**env, "SLEEP_AFTER_FIT": "0"}
+    result = subprocess.run([sys.executable, str(HARNESS), "unbuilt_sequential.py"], cwd=FIXTURES, env=again,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    said = result.stdout + result.stderr
+    assert "this fit starts over" in said and "is off for this fit" not in said, said
+    assert "Epoch 1/3" in result.stdout
+    metadata = json.loads(next(backup.glob("training_metadata.json")).read_text())
+    assert metadata["epoch"] == 3      # it checkpointed again
+
+
 def test_a_subclassed_model_trains_on_a_dataset(tmp_path):
     result = run_harness(tmp_path, "subclassed.py")
     assert result.returncode == 0, result.stderr
