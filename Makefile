@@ -30,10 +30,10 @@ VARIANTS ?=
 .PHONY: setup
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt docker/constraints.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt
 	@test -x $(PYTHON) || $(SYSTEM_PYTHON) -m venv $(VENV)
 	@echo "==> installing requirements into $(VENV) (first time: ~2 min)" >&2
-	@$(PYTHON) -m pip install $(PIP_FLAGS) --disable-pip-version-check -r requirements-dev.txt -c constraints.txt -c docker/constraints.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+	@$(PYTHON) -m pip install $(PIP_FLAGS) --disable-pip-version-check -r requirements-dev.txt -c constraints.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
 	@$(PYTHON) -m pip install $(PIP_FLAGS) --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
 	@$(PYTHON) -c "import tensorflow, sklearn, libcst, requests, tf_keras, keras_preprocessing" 2>/dev/null || { echo "error: the requirements did not install; run make setup PIP_FLAGS= to see why" >&2; exit 2; }
 	@touch $@
@@ -214,7 +214,7 @@ hooks: setup
 # the tuners the benchmark races against: never in the runtime or the images
 $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	@echo "==> installing the benchmark's contenders (requirements-bench.txt)" >&2
-	@$(PYTHON) -m pip install $(PIP_FLAGS) --disable-pip-version-check -r requirements-bench.txt -c constraints.txt -c docker/constraints.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+	@$(PYTHON) -m pip install $(PIP_FLAGS) --disable-pip-version-check -r requirements-bench.txt -c constraints.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
 	@$(PYTHON) -c "import keras_tuner, optuna" 2>/dev/null || { echo "error: the benchmark requirements did not install; run make bench PIP_FLAGS= to see why" >&2; exit 2; }
 	@touch $@
 
