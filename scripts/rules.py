@@ -710,9 +710,7 @@ def _tune(s: Script, classes: set[str], param: str, change: Callable, default=No
 
     grids, searched = _grid_entries(s, classes, param)
     label = None
-    for call in s.layers(classes):
-        if id(call) in searched:
-            continue    # its search's grid sets `param`: the grid is what to change
+    for call in _unsearched(s, classes, searched):   # where a grid sets `param`, the grid is what to change
         a = s.arg(call, None, param)
         if a is None:
             current = (absent_default or {}).get(class_name(call), default)
@@ -787,6 +785,12 @@ def _grid_entries(s: Script, classes: set[str], param: str) -> tuple[list[tuple[
                 if values and all(not isinstance(s.value(x), bool) for x in values):
                     grids.append((values, class_name(mine[0])))
     return grids, searched
+
+
+def _unsearched(s: Script, classes: set[str], searched: set[int]) -> list[cst.Call]:
+    """The estimator calls of `classes` whose parameter no search's grid sets (`searched`:
+    _grid_entries' second part): the keyword the model really gets."""
+    return [call for call in s.layers(classes) if id(call) not in searched]
 
 
 def _calls_under(s: Script, node) -> list[cst.Call]:
@@ -913,10 +917,7 @@ def less_alpha(s: Script) -> str | None:
 def gamma_scale(s: Script) -> str | None:
     """A hand-set numeric gamma back to "scale" (1 / (n_features * X.var()))."""
     label = None
-    searched = _grid_entries(s, SVMS, "gamma")[1]
-    for call in s.layers(SVMS):
-        if id(call) in searched:
-            continue
+    for call in _unsearched(s, SVMS, _grid_entries(s, SVMS, "gamma")[1]):
         literal = s.number(getattr(s.arg(call, None, "gamma"), "value", None))
         if literal is not None and id(literal) not in s.changed:
             s.changed[id(literal)] = "scale"
@@ -967,10 +968,7 @@ def distance_weights(s: Script) -> str | None:
 def _switch_string(s: Script, classes: set, kwarg: str, old: str, new: str) -> str | None:
     """Set a string keyword argument from `old` (or absent, the default) to `new`."""
     label = None
-    searched = _grid_entries(s, classes, kwarg)[1]
-    for call in s.layers(classes):
-        if id(call) in searched:
-            continue    # the search's grid sets it
+    for call in _unsearched(s, classes, _grid_entries(s, classes, kwarg)[1]):
         a = s.arg(call, None, kwarg)
         value = s.resolve(a.value) if a is not None else None
         if a is None:
@@ -988,10 +986,8 @@ def wider_mlp(s: Script) -> str | None:
     """Twice the hidden units of an MLPClassifier/Regressor (default (100,)); bold: x4."""
     factor = 4 if s.context.bold else 2
     label = None
-    searched = _grid_entries(s, {"MLPClassifier", "MLPRegressor"}, "hidden_layer_sizes")[1]
-    for call in s.layers({"MLPClassifier", "MLPRegressor"}):
-        if id(call) in searched:
-            continue
+    mlps = {"MLPClassifier", "MLPRegressor"}
+    for call in _unsearched(s, mlps, _grid_entries(s, mlps, "hidden_layer_sizes")[1]):
         a = s.arg(call, None, "hidden_layer_sizes")
         if a is None:
             s.replace(call, s.with_kwarg(call, "hidden_layer_sizes", f"({100 * factor},)"))

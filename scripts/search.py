@@ -168,16 +168,22 @@ def at_chance(record: dict, accuracy: dict, chance: float | None) -> bool:
     return acc < below and parent_acc < below and abs(acc - parent_acc) < (below - chance) / 2
 
 
+def judged_gain(record: dict, accuracy: dict, chance: float | None) -> float | None:
+    """gain_of, except that a gain measured between two models at chance (at_chance) is none."""
+    gain = gain_of(record, accuracy)
+    if gain is not None and record.get("outcome") != "failed" and at_chance(record, accuracy, chance):
+        return 0.0
+    return gain
+
+
 def mean_gains(history: list[dict], chance: float | None = None) -> dict[str, float]:
     """move -> mean accuracy gain over its parent in past attempts (one measured between two
     models at chance, see at_chance, counts as no gain)."""
     accuracy = _accuracies(history)
     gains: dict[str, list[float]] = {}
     for record in history:
-        gain = gain_of(record, accuracy)
+        gain = judged_gain(record, accuracy, chance)
         if gain is not None and move_of(record):
-            if record.get("outcome") != "failed" and at_chance(record, accuracy, chance):
-                gain = 0.0
             gains.setdefault(move_of(record), []).append(gain)
     return {m: sum(g) / len(g) for m, g in gains.items()}
 
@@ -227,11 +233,9 @@ def diminishing(history: list[dict], parent: int | None, chance: float | None = 
     accuracy = _accuracies(history)
     last: dict[str, float] = {}
     for record in lineage(history, parent):
-        gain = gain_of(record, accuracy)
+        gain = judged_gain(record, accuracy, chance)
         if gain is None:
             continue
-        if at_chance(record, accuracy, chance):
-            gain = 0.0
         for part in str(move_of(record) or "").split("+"):
             if part.split(":")[0] in CAPACITY_RULES:
                 last[part.split(":")[0]] = gain
