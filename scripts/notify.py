@@ -60,8 +60,8 @@ import state
 
 SUBJECT_PREFIX = "[tweakops]"
 SMTP_TIMEOUT = 30       # seconds for connect and each SMTP command
-WEBHOOK_TRIES = 3       # a 5xx, a 429 or no answer is tried again …
-WEBHOOK_TIMEOUT = 15    # … after 1 s, then 2 s; each try waits this long at most
+WEBHOOK_TRIES = 3       # a 5xx, a 429 or no answer is tried again after 1 s, then 2 s;
+                        # each try waits NOTIFY_TIMEOUT seconds at most
 WEBHOOK_BACKOFF = 1.0
 WEBHOOK_CHARS = 3000    # Slack shows about this much of a message
 
@@ -253,7 +253,7 @@ def post_webhook(cfg: dict, subject: str, text: str) -> str:
         if attempt:
             time.sleep(WEBHOOK_BACKOFF * 2 ** (attempt - 1))
         try:
-            response = requests.post(url, json={"text": body}, timeout=WEBHOOK_TIMEOUT)
+            response = requests.post(url, json={"text": body}, timeout=cfg["NOTIFY_TIMEOUT"])
         except requests.RequestException as exc:
             problem = exc.__class__.__name__
             continue

@@ -98,6 +98,7 @@ DEFAULTS: dict[str, object] = {
     "MAIL_FROM": "tweakops@localhost",
     "MAIL_TO": "",                      # comma-separated
     "NOTIFY_WEBHOOK_URL": "",           # Slack-compatible webhook
+    "NOTIFY_TIMEOUT": 15,               # seconds each of the webhook's 3 tries waits for an answer
     # jenkins and registry
     "JENKINS_URL": "",
     "JENKINS_USER": "",
@@ -288,6 +289,8 @@ def config(env_file: str | os.PathLike | None = None, environ: dict | None = Non
     for key in ("MAX_TWEAKS", "MAX_MINUTES", "HEARTBEAT_TIMEOUT", "MAX_RESTARTS"):
         if cfg[key] < 0:
             raise TweakopsError(f"{key}={cfg[key]} must not be negative; use 0 or more, e.g. {key}={DEFAULTS[key]}")
+    if cfg["NOTIFY_TIMEOUT"] <= 0:
+        raise TweakopsError(f"NOTIFY_TIMEOUT={cfg['NOTIFY_TIMEOUT']} must be positive; use seconds, e.g. NOTIFY_TIMEOUT=15")
     if cfg["RUNNER"] not in ("local", "docker", "auto"):
         raise TweakopsError(f"RUNNER={cfg['RUNNER']!r} is unknown; use local, docker or auto")
     for key in ("STATE_DIR", "DATA_DIR", "CHECKOUT_DIR"):

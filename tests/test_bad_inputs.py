@@ -468,6 +468,7 @@ ENV_ROWS = {
     "negative-cap": ("MAX_TWEAKS=-1\n", ["MAX_TWEAKS", "-1", "negative", ("use", "set", "e.g.")]),
     "target-zero": ("TARGET_ACCURACY=0\n", ["TARGET_ACCURACY", "(0, 1]", ("use", "e.g.")]),
     "target-above-one": ("TARGET_ACCURACY=1.5\n", ["TARGET_ACCURACY", "1.5", "(0, 1]", ("use", "e.g.")]),
+    "timeout-zero": ("NOTIFY_TIMEOUT=0\n", ["NOTIFY_TIMEOUT", "positive", "e.g."]),
 }
 
 
@@ -706,7 +707,8 @@ def notify_env(servers, row: str) -> tuple[dict, list]:
                 "SMTP_PASSWORD": "hunter2-never-shown"}, ["SMTP", ("refused", "rejected"), "SMTP_PASSWORD"]
     status, delay = (500, 0.0) if row == "webhook-500" else (200, 20.0)
     port, _ = servers.http(status, delay)
-    return {"NOTIFY_WEBHOOK_URL": f"http://127.0.0.1:{port}{SECRET_PATH}"}, [
+    # NOTIFY_TIMEOUT=2: three tries of 2 s, not of the default 15 s, against a 20 s delay
+    return {"NOTIFY_WEBHOOK_URL": f"http://127.0.0.1:{port}{SECRET_PATH}", "NOTIFY_TIMEOUT": "2"}, [
         "webhook", ("500",) if row == "webhook-500" else ("timed out", "timeout", "no answer", "Timeout"),
         "NOTIFY_WEBHOOK_URL"]
 
