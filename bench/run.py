@@ -22,7 +22,7 @@ Writes: bench/results/<timestamp>.json and .png (never overwritten); without --q
 Exit:   0 done, 2 bad arguments
 
     $ make bench                  # the full run (3 seeds, 7 models; ~45 min on 2 cores)
-    $ make bench-quick            # 1 seed, 2 models, tiny budgets (~3 min)
+    $ make bench-quick            # 1 seed, 2 models, 2 trials, tiny budgets (~2 min)
     $ make bench BENCH_ARGS="--models cnn_digits,sk_tree --seeds 2"
 """
 
@@ -489,7 +489,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 models, tiny budgets (the smoke test)")
     parser.add_argument("--models", default="", help="comma-separated names from bench/suite.py")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..n-1 (default 3; --quick 1)")
-    parser.add_argument("--max-trials", type=int, default=None, help="trials per run (default 11; --quick 3)")
+    parser.add_argument("--max-trials", type=int, default=None, help="trials per run (default 11; --quick 2)")
     parser.add_argument("--cap", type=float, default=None, help="wall-time cap per Keras run, s (default 40)")
     parser.add_argument("--cap-sklearn", type=float, default=None, help="the same for scikit-learn (default 20)")
     parser.add_argument("--crash-runs", type=int, default=None, help="killed trainings (default 3; --quick 1)")
@@ -508,7 +508,7 @@ def main(argv=None) -> int:
         print(f"error: unknown model {', '.join(unknown)}; choose from {', '.join(suite.SUITE)}", file=sys.stderr)
         return 2
     seeds = list(range(args.seeds if args.seeds is not None else (1 if quick else 3)))
-    max_trials = args.max_trials or (3 if quick else 11)
+    max_trials = args.max_trials or (2 if quick else 11)
     cap = args.cap or (20.0 if quick else 40.0)
     cap_sklearn = args.cap_sklearn or (15.0 if quick else 20.0)
     crash_n = args.crash_runs if args.crash_runs is not None else (1 if quick else 3)
@@ -561,7 +561,7 @@ def main(argv=None) -> int:
                     f"target {'at %.1fs' % run['time_to_target_s'] if run['reached'] else 'not reached'} "
                     f"({run['wall_s']:.0f}s{', cap' if run['killed_at_cap'] else ''})")
                 json_path.write_text(json.dumps(results, indent=1))  # a partial file survives a stop
-    results["overhead"] = {"import_keras_s": import_time(), "sklearn_duration_median_s": med(
+    results["overhead"] = {"import_keras_s": import_time(1 if quick else 3), "sklearn_duration_median_s": med(
         [a["duration_s"] for r in results["runs"] if r["contender"] == "tweakops"
          and suite.SUITE[r["model"]]["kind"] == "sklearn" for a in r["attempts"]])}
     results["overhead"] = overhead(results)
