@@ -19,10 +19,10 @@ For every folder:
      runs seed the same way, so the same seed gives the same accuracy);
   4. the same under RUNNER=docker (marked docker; skipped with the reason where no
      engine answers or the image is missing) for one folder of each distinct docker
-     path: what a container run adds to a local one is the image (keras or sklearn),
-     the runtime in it (Keras 3, tf_keras), the data it mounts (the image folder, none,
-     a CSV of the checkout) and a requirements.txt (a derived image). Every folder runs
-     locally through the same harness.
+     path (docker_path): the runtime in the container (Keras 3, tf_keras, scikit-learn)
+     and the model type (sklearn takes the sklearn image, cnn/rnn/mlp the keras one),
+     the data it mounts (the image folder, none, a CSV of the checkout) and a
+     requirements.txt (a derived image). Every folder runs locally through the same harness.
 
 Keras 2 era scripts ("bare": false) import modules Keras 3 no longer has: they run only
 under tweakops, which runs them on tf_keras. A script that reads a CSV of its own
