@@ -75,7 +75,13 @@ HIST_BOOSTING = {"HistGradientBoostingClassifier", "HistGradientBoostingRegresso
 SVMS = {"SVC", "SVR", "NuSVC", "NuSVR", "OneClassSVM"}
 # estimators with an alpha penalty -> its default
 ALPHA = {"MLPClassifier": 1e-4, "MLPRegressor": 1e-4, "SGDClassifier": 1e-4, "SGDRegressor": 1e-4,
-         "RidgeClassifier": 1.0, "Ridge": 1.0, "Lasso": 1.0, "ElasticNet": 1.0}
+         "RidgeClassifier": 1.0, "Ridge": 1.0, "Lasso": 1.0, "ElasticNet": 1.0,
+         # naive Bayes' additive smoothing: a large alpha drowns the counts in the prior
+         "MultinomialNB": 1.0, "BernoulliNB": 1.0, "ComplementNB": 1.0, "CategoricalNB": 1.0}
+# projections whose n_components bounds what the estimator after them sees
+COMPONENTS = {"PCA", "IncrementalPCA", "KernelPCA", "TruncatedSVD", "FastICA", "NMF", "SparsePCA",
+              "FactorAnalysis"}
+MAX_COMPONENTS_SHARE = 0.99   # a variance share n_components=0.5 steps toward 1, at most to this
 # a stronger estimator of the same kind: class -> (module, class, arguments that carry over)
 _TREE_ARGS = {"criterion", "max_depth", "min_samples_split", "min_samples_leaf", "max_features",
               "random_state", "max_leaf_nodes", "min_impurity_decrease", "ccp_alpha",
@@ -906,11 +912,25 @@ def less_regularisation(s: Script) -> str | None:
 
 @rule("alpha", "alpha ÷10", "sklearn")
 def less_alpha(s: Script) -> str | None:
-    """Less regularisation: alpha ÷10 for MLP, SGD, ridge, lasso and elastic-net models.
+    """Less regularisation: alpha ÷10 for MLP, SGD, ridge, lasso, elastic-net and naive Bayes models (smoothing).
 
     Bold: ÷100. Where alpha is not given, its default is: 1e-4 (MLP, SGD), 1.0 (ridge,
-    lasso, elastic net)."""
+    lasso, elastic net, MultinomialNB, BernoulliNB, ComplementNB, CategoricalNB)."""
     return _tune(s, set(ALPHA), "alpha", lambda a: _shrink(s, a), absent_default=ALPHA)
+
+
+@rule("n_components", "n_components x4", "sklearn")
+def more_components(s: Script) -> str | None:
+    """More components kept by a projection (PCA, TruncatedSVD, KernelPCA, NMF, ...): a
+    hand-set count x4, a variance share toward 1 (0.5 → 0.875: what it drops ÷4, at most
+    0.99). PCA(n_components=2) before a classifier throws away most of what it needs."""
+    def step(n):
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n * 4
+        if isinstance(n, float) and 0 < n < MAX_COMPONENTS_SHARE:
+            return readable(min(MAX_COMPONENTS_SHARE, 1 - (1 - n) / 4))
+        return None
+    return _tune(s, COMPONENTS, "n_components", step)
 
 
 @rule("gamma", "gamma → scale", "sklearn")

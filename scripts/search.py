@@ -67,10 +67,10 @@ _CAPACITY_BOLD = ["filters:bold", "units:bold", "dense_units:bold", "conv_block"
                   "dense_layer", "bidirectional", "hidden_layer_sizes:bold", "kernel"]
 _CAPACITY = ["filters", "units", "dense_units", "conv_block", "stack_rnn", "bidirectional",
              "dense_layer", "kernel"]
-# scikit-learn capacity: less bias first (a boosting rate x10, tree limits back to their defaults, deeper
+# scikit-learn capacity: less bias first (a projection that keeps more components, a boosting rate x10, tree limits back to their defaults, deeper
 # trees, weaker regularisers, a hand-set gamma back to "scale", fewer neighbours), more trees last (they lower
 # the variance, not the bias)
-_SK_CAPACITY = ["boost_rate", "tree_limits:bold", "max_depth:bold", "C:bold", "alpha:bold", "gamma",
+_SK_CAPACITY = ["n_components", "boost_rate", "tree_limits:bold", "max_depth:bold", "C:bold", "alpha:bold", "gamma",
                 "n_neighbors", "var_smoothing:bold", "stronger_estimator", "max_iter", "n_estimators"]
 PLANS: dict[str, list[str]] = {
     "diverged": ["learning_rate:x0.1", "optimizer", "batchnorm", "learning_rate:x0.01"],
@@ -87,8 +87,8 @@ PLANS: dict[str, list[str]] = {
     "one-class": ["C:bold", "gamma_step:bold", "gamma", "hidden_layer_sizes:bold", "alpha:bold", "max_iter:bold",
                   "C", "stronger_estimator"],
     "not-converged": ["max_iter:bold", "C", "alpha", "stronger_estimator"],
-    "below-target": ["stronger_estimator", "n_estimators", "max_depth", "tree_limits", "C", "gamma", "gamma_step",
-                     "hidden_layer_sizes", "criterion", "n_neighbors", "knn_weights", "alpha",
+    "below-target": ["stronger_estimator", "n_components", "n_estimators", "max_depth", "tree_limits", "C", "gamma",
+                     "gamma_step", "hidden_layer_sizes", "criterion", "n_neighbors", "knn_weights", "alpha",
                      "max_iter"],
 }
 # the settings that are plainly off, by diagnosis: when two or more of them apply, the

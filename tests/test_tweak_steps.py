@@ -542,3 +542,20 @@ def test_a_simple_rnn_becomes_a_gru_that_builds_with_the_same_arguments(legacy):
     if legacy:
         new = new.replace("from keras.", "from tf_keras.")
     assert in_keras(GATED_BUILD, new, legacy).split() == ["GRU", "Dense"]
+
+
+@pytest.mark.parametrize("call,line", [
+    ("PCA(n_components=2)", "PCA(n_components=8)"),                 # a count x4
+    ("TruncatedSVD(n_components=16)", "TruncatedSVD(n_components=64)"),
+    ("PCA(n_components=0.5)", "PCA(n_components=0.875)"),           # a variance share: what it drops ÷4
+    ("PCA(n_components=0.98)", "PCA(n_components=0.99)"),           # ... at most 0.99
+])
+def test_a_projection_keeps_more_components(call, line):
+    assert tweaked("n_components", f"clf = {call}\n") == (f"n_components {call.split('=')[1][:-1]}→"
+                                                           f"{line.split('=')[1][:-1]}", [f"clf = {line}"])
+
+
+@pytest.mark.parametrize("call", ["PCA()", "PCA(n_components=0.99)", "PCA(n_components='mle')",
+                                  "LinearDiscriminantAnalysis(n_components=2)"])
+def test_components_left_alone_where_nothing_is_held_back_or_the_class_is_no_projection(call):
+    assert rules.attempt("n_components", f"clf = {call}\n") is None
