@@ -26,7 +26,11 @@ worker notes what they changed and a child gets the attempt's environment with t
 changes on top, as a cold run's script sees it; an attempt whose value of such a
 variable differs from the worker's is refused (the runner then starts it cold). Its unix
 socket is STATE_DIR/workers/<key>.sock, or /tmp/tweakops-<uid>/<hash>.sock when that
-path is longer than a socket address can be (108 bytes). A lock file beside it
+path is longer than a socket address can be (108 bytes). TWEAKOPS_WORKER_DIR in the
+environment puts every STATE_DIR's sockets in that one folder instead: projects of one
+user on one machine (a test suite's hundreds of STATE_DIRs) share a worker per key; its
+own environment holds nothing of one project (worker_env: no TWEAKOPS_* file, no
+DATA_DIR), its log is the STATE_DIR of the client that started it. A lock file beside it
 (`<sock>.lock`, flock) serialises starting one: two clients racing end with one worker.
 
 Protocol (one connection per attempt, newline-terminated JSON):
@@ -156,8 +160,10 @@ def key_for(python: str, env: dict[str, str]) -> str:
 
 
 def address(state_dir: Path, key: str) -> Path:
-    """STATE_DIR/workers/<key>.sock, or a short path under /tmp where that is too long."""
-    path = Path(state_dir).resolve() / "workers" / f"{key}.sock"
+    """STATE_DIR/workers/<key>.sock (TWEAKOPS_WORKER_DIR/<key>.sock where that is set: one
+    worker per key for every STATE_DIR), or a short path under /tmp where that is too long."""
+    shared = os.environ.get("TWEAKOPS_WORKER_DIR")
+    path = (Path(shared).resolve() if shared else Path(state_dir).resolve() / "workers") / f"{key}.sock"
     if len(os.fsencode(str(path))) <= SUN_PATH_MAX:
         return path
     short = hashlib.sha256(os.fsencode(str(path))).hexdigest()[:24]

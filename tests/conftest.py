@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,9 +23,25 @@ sys.path.insert(0, str(SCRIPTS))
 
 import state  # noqa: E402
 
-# every test's STATE_DIR gets its own warm worker (scripts/worker.py, ~260 MB for Keras):
-# let them go after 20 s idle instead of 300, so a suite run holds a few, not dozens
+# warm workers (scripts/worker.py, ~260 MB for Keras): one per key for the whole session,
+# whatever the test's STATE_DIR (TWEAKOPS_WORKER_DIR), so the TensorFlow import is paid once
+# per runtime, not once per test (test_worker.py and test_runner_safety.py watch the
+# per-STATE_DIR default and unset it); they go after 20 s idle instead of 300
 os.environ.setdefault("TWEAKOPS_WORKER_IDLE", "20")
+SESSION_WORKERS: list[str] = []
+
+
+def pytest_configure(config):
+    """In the pytest process only (a test's subprocess may import this module too)."""
+    if "TWEAKOPS_WORKER_DIR" not in os.environ:
+        SESSION_WORKERS.append(tempfile.mkdtemp(prefix="tweakops-workers-"))
+        os.environ["TWEAKOPS_WORKER_DIR"] = SESSION_WORKERS[0]
+
+
+def pytest_unconfigure(config):
+    """The session's worker folder goes at the end: its workers see their socket gone and exit."""
+    for folder in SESSION_WORKERS:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

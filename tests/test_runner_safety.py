@@ -34,6 +34,12 @@ MIB = 1 << 20
 
 
 
+@pytest.fixture(autouse=True)
+def per_state_dir_workers(monkeypatch):
+    """These tests watch the default: a worker per STATE_DIR (conftest shares them)."""
+    monkeypatch.delenv("TWEAKOPS_WORKER_DIR", raising=False)
+
+
 def config(state_dir: Path, **values) -> dict:
     return {**state.config(os.devnull, {}), "STATE_DIR": str(state_dir), **values}
 

@@ -53,6 +53,12 @@ sys.exit(int(os.environ.get("EXIT", "0")))
 """
 
 
+@pytest.fixture(autouse=True)
+def per_state_dir_workers(monkeypatch):
+    """These tests watch the default: a worker per STATE_DIR (conftest shares them)."""
+    monkeypatch.delenv("TWEAKOPS_WORKER_DIR", raising=False)
+
+
 def probe(output: str) -> dict:
     [line] = [line for line in output.splitlines() if line.startswith("probe: ")]
     return json.loads(line[len("probe: "):])
@@ -294,3 +300,28 @@ def test_a_classifier_fitted_in_a_child_of_a_warm_sklearn_worker_gets_its_traini
     assert "ready in" in (own_state / "logs" / "worker.log").read_text()    # it ran in a worker's child
     data = json.loads((job.state_dir / job.state_path("metrics")).read_text())
     assert data["train_score"] == 1.0 and data["scores"][-1] < 0.9
+
+
+def test_under_tweakops_worker_dir_one_worker_serves_every_state_dir(tmp_path, monkeypatch):
+    """Several projects of one user (a test suite's STATE_DIRs) share a worker per key; the
+    worker's own environment holds nothing of the project that started it."""
+    shared = tmp_path / "workers"
+    monkeypatch.setenv("TWEAKOPS_WORKER_DIR", str(shared))
+    runner = runners.get("local", config())
+    one, two = tmp_path / "one" / "state", tmp_path / "two" / "state"
+    try:
+        code, output = runner.run_sync(sklearn_job(tmp_path / "a", one), {}, timeout=60)
+        assert code == 0, output
+        first = probe(output)
+        code, output = runner.run_sync(sklearn_job(tmp_path / "b", two), {}, timeout=60)
+        assert code == 0, output
+        second = probe(output)
+        assert first["ppid"] == second["ppid"] and is_worker(first["ppid"])
+        assert [p.suffix for p in shared.iterdir() if p.suffix == ".sock"] == [".sock"]
+        assert not (one / "workers").exists() and not (two / "workers").exists()
+        environ = Path(f"/proc/{first['ppid']}/environ").read_bytes().split(b"\0")
+        names = {item.split(b"=", 1)[0].decode() for item in environ if item}
+        assert "DATA_DIR" not in names and {n for n in names if n.startswith("TWEAKOPS_")} <= {"TWEAKOPS_RUNTIME"}
+        assert second["env"]["TWEAKOPS_METRICS"].startswith(str(two))   # each child: its own attempt's files
+    finally:
+        stop_workers(one)
