@@ -67,8 +67,10 @@ def log(message: str) -> None:
 
 
 def base_env() -> dict:
-    """The environment every run gets: no developer .env, no tweakops setting of this machine."""
-    env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS}
+    """The environment every run gets: no developer .env, no tweakops setting of this machine,
+    no shared warm worker (TWEAKOPS_WORKER_DIR: a run would skip the TensorFlow import that
+    every contender pays)."""
+    env = {k: v for k, v in os.environ.items() if k not in state.DEFAULTS and k != "TWEAKOPS_WORKER_DIR"}
     env.update(GIT_ENV, TWEAKOPS_ENV_FILE=os.devnull, NO_COLOR="1", TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONHASHSEED="0")
     return env

@@ -6,6 +6,7 @@ its figures are consistent, and the overhead and crash sections hold real measur
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -84,3 +85,13 @@ def test_the_quick_benchmark_writes_consistent_results(tmp_path):
     # the table it prints (the full run writes it into bench/README.md): start → target per model
     assert any(line.startswith("| sk_tree (0.") and "→ 0.96) | halving | 1/1 |" in line
                for line in result.stdout.splitlines()), result.stdout
+
+
+def test_no_run_gets_a_warm_worker_another_run_started():
+    """A shared worker folder (TWEAKOPS_WORKER_DIR, as this test suite sets) would let a
+    tweakops run skip the TensorFlow import every contender pays: the bench drops it."""
+    code = "import sys; sys.path.insert(0, 'bench'); import run; env = run.base_env(); " \
+           "print('TWEAKOPS_WORKER_DIR' in env, env.get('TWEAKOPS_WORKER_IDLE'))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "TWEAKOPS_WORKER_DIR": "/tmp/shared-workers", "TWEAKOPS_WORKER_IDLE": "7"})
+    assert result.stdout.split() == ["False", "7"], result.stderr[-2000:]
