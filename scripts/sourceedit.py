@@ -16,8 +16,11 @@ imports (a new layer class is added to the `from ... import` line) and old alias
 function parameter (its call-site argument or its default: `train(model, EPOCHS)`,
 `def build_model(filters=8)`) or the list a `for` loop walks, an argparse option's
 default (`args.epochs`), a key of a dict literal (`CONFIG["units"]`, or keyword
-arguments passed as `**params` from `params = {...}` / `dict(...)`); the edit is made
-there. A dict assigned to by key anywhere (`CONFIG["units"] = 8`) is not followed.
+arguments passed as `**params` from `params = {...}` / `dict(...)`), an environment
+variable's default (`int(os.environ.get("EPOCHS", "3"))`, `float(os.getenv("LR",
+1e-3))`: what runs, as tweakops passes an attempt only allow-listed variables and
+TRAIN_ENV's; not followed where this process's environment sets the variable); the
+edit is made there (a string default stays a string: "3" → "5"). A dict assigned to by key anywhere (`CONFIG["units"] = 8`) is not followed.
 Where the script names its layers, new layers are named `tweak_<kind>_<n>` with n the
 tweak counter (Context.counter), so names stay unique.
 
@@ -33,6 +36,7 @@ the rules' plain step.
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -54,6 +58,18 @@ WRAPPERS = {"Bidirectional", "TimeDistributed"}
 FLATTEN = {"Flatten", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
            "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GlobalAvgPool1D",
            "GlobalAvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D"}
+
+
+# how scripts read a setting from the environment: os.environ.get("EPOCHS", "3")
+ENV_READS = {"os.environ.get", "environ.get", "os.getenv", "getenv"}
+
+
+def _numeric(text: str, cast: type) -> bool:
+    """Does int(text) / float(text) run (and give a finite number)?"""
+    try:
+        return cast(text) == cast(text) and abs(float(cast(text))) != float("inf")
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------------------
@@ -306,6 +322,7 @@ class Script:
         self._edits: dict[int, list[Callable]] = {}
         self._inserts: dict[int, tuple[cst.CSTNode, list]] = {}
         self.changed: dict[int, object] = {}   # id of a literal -> its new value (edited once)
+        self.numeric_strings: dict[int, type] = {}   # id of a "3" read by int()/float() -> that type
         self._names: set[str] = set()
         self._imported: set[tuple[str, str]] = set()
         self._chains: list[list[Slot]] | None = None
@@ -412,6 +429,9 @@ class Script:
         leaf itself."""
         if depth > 12:
             return [expr]
+        if isinstance(expr, cst.Call):
+            default = self.env_default(expr)
+            return self.leaves(default, depth + 1) if default is not None else [expr]
         if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name):
             default = self.option_default(expr)
             return self.leaves(default, depth + 1) if default is not None else [expr]
@@ -443,6 +463,37 @@ class Script:
                     seen.add(id(leaf))
                     out.append(leaf)
         return out
+
+    def env_default(self, call: cst.Call):
+        """`int(os.environ.get("EPOCHS", "3"))`, `float(os.getenv("LR", 1e-3))`,
+        `os.environ.get("UNITS", 64)`: the default, which is what the script runs with
+        under tweakops (its runners pass an attempt only the allow-listed variables and
+        TRAIN_ENV's); a string default counts as a number only under int() or float().
+        None for any other call, and where this process's environment sets the variable
+        (it may reach the script: the default would not be what runs)."""
+        cast = None
+        if isinstance(call.func, cst.Name) and call.func.value in ("int", "float") and len(call.args) == 1 \
+                and call.args[0].keyword is None and call.args[0].star == "":
+            cast = int if call.func.value == "int" else float
+            arg = call.args[0].value
+            inner = arg if isinstance(arg, cst.Call) else self.resolve(arg)
+            if isinstance(inner, (cst.Integer, cst.Float)):   # int(RAW), RAW = os.environ.get("N", 3)
+                return inner
+            if not isinstance(inner, cst.Call):
+                return None
+            call = inner
+        if self.code(call.func) not in ENV_READS or len(call.args) != 2 \
+                or any(a.keyword is not None or a.star for a in call.args):
+            return None
+        name, default = call.args[0].value, self.resolve(call.args[1].value)
+        if not isinstance(name, cst.SimpleString) or name.evaluated_value in os.environ:
+            return None
+        if isinstance(default, (cst.Integer, cst.Float)):
+            return default
+        if cast is not None and isinstance(default, cst.SimpleString) and _numeric(default.evaluated_value, cast):
+            self.numeric_strings[id(default)] = cast
+            return default
+        return None
 
     def option_default(self, expr: cst.Attribute):
         """`args.epochs` where `args = parser.parse_args()`: the `default=` of the one
@@ -480,7 +531,7 @@ class Script:
         items, each value of a loop or of the calls of a function."""
         out = []
         for leaf in self.leaves(expr):
-            if isinstance(leaf, (cst.Integer, cst.Float)):
+            if isinstance(leaf, (cst.Integer, cst.Float)) or id(leaf) in self.numeric_strings:
                 out.append(leaf)
             elif isinstance(leaf, (cst.Tuple, cst.List)):
                 for el in leaf.elements:
@@ -496,15 +547,18 @@ class Script:
         """The number literals a scalar argument stands for (several through a loop or
         several calls), or [] when any of its values is not a literal number."""
         found = self.leaves(expr) if expr is not None else []
-        return found if found and all(isinstance(x, (cst.Integer, cst.Float)) for x in found) else []
+        return found if found and all(isinstance(x, (cst.Integer, cst.Float)) or id(x) in self.numeric_strings
+                                      for x in found) else []
 
     def number(self, expr) -> cst.Integer | cst.Float | None:
         """The one number literal an argument stands for (itself or its constant), else None."""
         found = self.scalars(expr)
         return found[0] if len(found) == 1 else None
 
-    @staticmethod
-    def value(literal: cst.Integer | cst.Float):
+    def value(self, literal: cst.Integer | cst.Float | cst.SimpleString):
+        """A number literal's value; an environment default's "3" under int() is 3."""
+        if isinstance(literal, cst.SimpleString):
+            return self.numeric_strings.get(id(literal), float)(literal.evaluated_value)
         return literal.evaluated_value
 
     def names_layers(self) -> bool:
@@ -592,8 +646,14 @@ class Script:
         old = self.value(literal)
         if id(literal) in self.changed:
             return old, self.changed[id(literal)]
+        if isinstance(literal, cst.SimpleString) and self.numeric_strings.get(id(literal)) is int:
+            new_value = int(new_value)   # int("0.5") would not run: an int stays an int
         self.changed[id(literal)] = new_value
         text = repr(new_value) if isinstance(new_value, float) else str(new_value)
+        if isinstance(literal, cst.SimpleString):   # an environment default: still a string
+            self.edit(literal, lambda updated: updated.with_changes(
+                value=f"{updated.prefix}{updated.quote}{text}{updated.quote}"))
+            return old, new_value
         kind = cst.Float if isinstance(new_value, float) else cst.Integer
         self.edit(literal, lambda updated: kind(value=text, lpar=updated.lpar, rpar=updated.rpar))
         return old, new_value

@@ -559,3 +559,53 @@ def test_a_projection_keeps_more_components(call, line):
                                   "LinearDiscriminantAnalysis(n_components=2)"])
 def test_components_left_alone_where_nothing_is_held_back_or_the_class_is_no_projection(call):
     assert rules.attempt("n_components", f"clf = {call}\n") is None
+
+
+ENV_SCRIPT = src('''\
+    import os
+    from os import getenv
+    import keras
+    from keras import layers
+    EPOCHS = int(os.environ.get("TWEAKOPS_TEST_EPOCHS", "3"))  # the job may set it
+    raw = os.environ.get("TWEAKOPS_TEST_UNITS", '16')
+    model = keras.Sequential([keras.Input((8,)), layers.Dense(int(raw), activation="relu"),
+                              layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=float(getenv("TWEAKOPS_TEST_LR", 1e-5))),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=EPOCHS)
+''')
+
+
+@pytest.mark.parametrize("rule_id,label,line", [
+    ("epochs", "epochs 3→5", 'EPOCHS = int(os.environ.get("TWEAKOPS_TEST_EPOCHS", "5"))  # the job may set it'),
+    ("dense_units", "dense units x2", "raw = os.environ.get(\"TWEAKOPS_TEST_UNITS\", '32')"),
+    ("learning_rate", "learning rate 1e-05→0.01",
+     'model.compile(optimizer=keras.optimizers.SGD(learning_rate=float(getenv("TWEAKOPS_TEST_LR", 0.01))),'),
+])
+def test_an_environment_default_is_what_runs_and_changes_in_place(rule_id, label, line, monkeypatch):
+    """A setting read from the environment with a default: the attempt runs with the default
+    (the runners pass only allow-listed variables and TRAIN_ENV's), so the default changes,
+    a string one as a string ("3" → "5", int() still reads it)."""
+    for name in ("TWEAKOPS_TEST_EPOCHS", "TWEAKOPS_TEST_UNITS", "TWEAKOPS_TEST_LR"):
+        monkeypatch.delenv(name, raising=False)
+    assert tweaked(rule_id, ENV_SCRIPT) == (label, [line])
+    if rule_id == "epochs":   # the script still reads it, as an int
+        namespace: dict = {}
+        exec(f"import os\n{line}", namespace)
+        assert namespace["EPOCHS"] == 5
+
+
+def test_an_environment_variable_set_here_is_left_alone(monkeypatch):
+    """Set in tweakops' own environment, it may reach the script (TRAIN_ENV): the default is
+    not what runs, so no rule pretends to change the setting through it."""
+    monkeypatch.setenv("TWEAKOPS_TEST_EPOCHS", "7")
+    assert rules.attempt("epochs", ENV_SCRIPT) is None
+    monkeypatch.delenv("TWEAKOPS_TEST_EPOCHS")
+    assert rules.attempt("epochs", ENV_SCRIPT) is not None
+
+
+@pytest.mark.parametrize("expr", ['int(os.environ.get("N", "three"))', 'int(os.environ["N"])',
+                                  'int(os.environ.get("N"))', 'os.environ.get("N", "3")', 'int(len("abc"))'])
+def test_no_number_behind_the_read_leaves_the_setting_alone(expr):
+    source = f"import os\nEPOCHS = {expr}\nmodel.fit(x, y, epochs=EPOCHS)\n"
+    assert rules.attempt("epochs", source) is None
