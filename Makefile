@@ -218,7 +218,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	@$(PYTHON) -c "import keras_tuner, optuna" 2>/dev/null || { echo "error: the benchmark requirements did not install; run make bench PIP_FLAGS= to see why" >&2; exit 2; }
 	@touch $@
 
-## Race tweakops against KerasTuner and Optuna on the weak-model suite (bench/README.md; 26-38 min measured on 2 cores)
+## Race tweakops against KerasTuner and Optuna on the weak-model suite (bench/README.md; 25-38 min measured on 2 cores)
 .PHONY: bench
 bench: setup $(VENV)/.bench-installed
 	@$(PY) bench/run.py $(BENCH_ARGS)

@@ -21,7 +21,7 @@ Writes: bench/results/<timestamp>.json and .png (never overwritten); without --q
         the table in bench/README.md (between its markers) and bench/latest.png
 Exit:   0 done, 2 bad arguments
 
-    $ make bench                  # the full run (3 seeds, 7 models; 26-38 min measured on 2 cores)
+    $ make bench                  # the full run (3 seeds, 7 models; 25-38 min measured on 2 cores)
     $ make bench-quick            # 1 seed, 2 models, 2 trials, tiny budgets (~2 min)
     $ make bench BENCH_ARGS="--models cnn_digits,sk_tree --seeds 2"
 """
