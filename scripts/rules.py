@@ -912,7 +912,8 @@ def less_regularisation(s: Script) -> str | None:
 
 @rule("alpha", "alpha ÷10", "sklearn")
 def less_alpha(s: Script) -> str | None:
-    """Less regularisation: alpha ÷10 for MLP, SGD, ridge, lasso, elastic-net and naive Bayes models (smoothing).
+    """Less regularisation: alpha ÷10 for MLP, SGD, ridge, lasso, elastic-net and naive
+    Bayes models (their smoothing).
 
     Bold: ÷100. Where alpha is not given, its default is: 1e-4 (MLP, SGD), 1.0 (ridge,
     lasso, elastic net, MultinomialNB, BernoulliNB, ComplementNB, CategoricalNB)."""

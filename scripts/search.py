@@ -67,11 +67,11 @@ _CAPACITY_BOLD = ["filters:bold", "units:bold", "dense_units:bold", "conv_block"
                   "dense_layer", "bidirectional", "hidden_layer_sizes:bold", "kernel"]
 _CAPACITY = ["filters", "units", "dense_units", "conv_block", "stack_rnn", "bidirectional",
              "dense_layer", "kernel"]
-# scikit-learn capacity: less bias first (a projection that keeps more components, a boosting rate x10, tree limits back to their defaults, deeper
-# trees, weaker regularisers, a hand-set gamma back to "scale", fewer neighbours), more trees last (they lower
-# the variance, not the bias)
-_SK_CAPACITY = ["n_components", "boost_rate", "tree_limits:bold", "max_depth:bold", "C:bold", "alpha:bold", "gamma",
-                "n_neighbors", "var_smoothing:bold", "stronger_estimator", "max_iter", "n_estimators"]
+# scikit-learn capacity: less bias first (a projection that keeps more components, a boosting rate x10, tree
+# limits back to their defaults, deeper trees, weaker regularisers, a hand-set gamma back to "scale", fewer
+# neighbours), more trees last (they lower the variance, not the bias)
+_SK_CAPACITY = ["n_components", "boost_rate", "tree_limits:bold", "max_depth:bold", "C:bold", "alpha:bold",
+                "gamma", "n_neighbors", "var_smoothing:bold", "stronger_estimator", "max_iter", "n_estimators"]
 PLANS: dict[str, list[str]] = {
     "diverged": ["learning_rate:x0.1", "optimizer", "batchnorm", "learning_rate:x0.01"],
     "stuck": ["optimizer", "learning_rate", "activation", "learning_rate:x10", "less_dropout:bold", "batchnorm",

@@ -20,7 +20,8 @@ arguments passed as `**params` from `params = {...}` / `dict(...)`), an environm
 variable's default (`int(os.environ.get("EPOCHS", "3"))`, `float(os.getenv("LR",
 1e-3))`: what runs, as tweakops passes an attempt only allow-listed variables and
 TRAIN_ENV's; not followed where this process's environment sets the variable); the
-edit is made there (a string default stays a string: "3" → "5"). A dict assigned to by key anywhere (`CONFIG["units"] = 8`) is not followed.
+edit is made there (a string default stays a string: "3" → "5"). A dict assigned to
+by key anywhere (`CONFIG["units"] = 8`) is not followed.
 Where the script names its layers, new layers are named `tweak_<kind>_<n>` with n the
 tweak counter (Context.counter), so names stay unique.
 
@@ -36,6 +37,7 @@ the rules' plain step.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +67,9 @@ ENV_READS = {"os.environ.get", "environ.get", "os.getenv", "getenv"}
 
 
 def _numeric(text: str, cast: type) -> bool:
-    """Does int(text) / float(text) run (and give a finite number)?"""
+    """Does int(text) / float(text) run and give a finite number?"""
     try:
-        return cast(text) == cast(text) and abs(float(cast(text))) != float("inf")
+        return math.isfinite(cast(text))
     except ValueError:
         return False
 
@@ -531,7 +533,7 @@ class Script:
         items, each value of a loop or of the calls of a function."""
         out = []
         for leaf in self.leaves(expr):
-            if isinstance(leaf, (cst.Integer, cst.Float)) or id(leaf) in self.numeric_strings:
+            if self.is_number(leaf):
                 out.append(leaf)
             elif isinstance(leaf, (cst.Tuple, cst.List)):
                 for el in leaf.elements:
@@ -547,8 +549,11 @@ class Script:
         """The number literals a scalar argument stands for (several through a loop or
         several calls), or [] when any of its values is not a literal number."""
         found = self.leaves(expr) if expr is not None else []
-        return found if found and all(isinstance(x, (cst.Integer, cst.Float)) or id(x) in self.numeric_strings
-                                      for x in found) else []
+        return found if found and all(self.is_number(x) for x in found) else []
+
+    def is_number(self, leaf) -> bool:
+        """A number literal, or an environment default's "3" read by int()/float()."""
+        return isinstance(leaf, (cst.Integer, cst.Float)) or id(leaf) in self.numeric_strings
 
     def number(self, expr) -> cst.Integer | cst.Float | None:
         """The one number literal an argument stands for (itself or its constant), else None."""
